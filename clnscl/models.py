@@ -12,8 +12,12 @@ import torch
 from torch import nn
 
 
-def small_cnn(width: int = 64) -> tuple[nn.Module, int]:
-    """Four conv-BN-ReLU stages with pooling, global average pool: 4*width features."""
+def small_cnn(width: int = 32) -> tuple[nn.Module, int]:
+    """Four conv-BN-ReLU stages, pooling after the first three, global average pool.
+
+    About 13M multiply-adds per 32x32 image (ResNet-18 with the CIFAR stem: ~560M), so a
+    coupled group of several models trains in seconds per epoch on a CPU.
+    """
     def block(cin, cout, pool):
         layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
         if pool:
@@ -22,8 +26,8 @@ def small_cnn(width: int = 64) -> tuple[nn.Module, int]:
 
     w = width
     net = nn.Sequential(
-        *block(3, w, False), *block(w, 2 * w, True), *block(2 * w, 4 * w, True),
-        *block(4 * w, 4 * w, True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        *block(3, w, True), *block(w, 2 * w, True), *block(2 * w, 4 * w, True),
+        *block(4 * w, 4 * w, False), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
     )
     return net, 4 * w
 

@@ -1,0 +1,145 @@
+"""Downstream evaluation: kNN, nearest class centre, linear probe, feature extraction."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from clnscl.evaluation import extract_features, knn_accuracy, linear_probe_accuracy, ncc_accuracy
+
+
+def _clusters(n_train=300, n_test=200, n_classes=4, d=16, spread=8.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = spread * torch.randn(n_classes, d, generator=g)
+    ytr = torch.randint(0, n_classes, (n_train,), generator=g)
+    yte = torch.randint(0, n_classes, (n_test,), generator=g)
+    xtr = centres[ytr] + torch.randn(n_train, d, generator=g)
+    xte = centres[yte] + torch.randn(n_test, d, generator=g)
+    return xtr, ytr, xte, yte
+
+
+def _probe(*args, **kw):
+    kw.setdefault("epochs", 30)
+    return linear_probe_accuracy(*args, **kw)
+
+
+ACCURACIES = [knn_accuracy, ncc_accuracy, _probe]
+
+
+@pytest.mark.parametrize("fn", ACCURACIES)
+def test_separable_clusters_are_solved(fn):
+    assert fn(*_clusters()) >= 0.99
+
+
+@pytest.mark.parametrize("fn", ACCURACIES)
+def test_random_labels_give_chance(fn):
+    xtr, _, xte, _ = _clusters(n_train=600, n_test=600, seed=1)
+    g = torch.Generator().manual_seed(2)
+    ytr, yte = torch.randint(0, 4, (600,), generator=g), torch.randint(0, 4, (600,), generator=g)
+    acc = fn(xtr, ytr, xte, yte)
+    assert 0.0 <= acc <= 1.0 and abs(acc - 0.25) < 0.08
+
+
+def test_knn_matches_loop_reference_and_is_chunk_invariant():
+    xtr, ytr, xte, yte = _clusters(n_train=60, n_test=25, spread=0.7, seed=3)
+    k, temp = 5, 0.1
+    correct = 0
+    for x, y in zip(xte, yte):
+        sims = torch.nn.functional.cosine_similarity(xtr, x[None], dim=1)
+        top = sims.topk(k)
+        votes = [0.0] * 4
+        for s, i in zip(top.values, top.indices):
+            votes[int(ytr[i])] += math.exp(float(s) / temp)
+        correct += int(max(range(4), key=votes.__getitem__) == int(y))
+    ref = correct / len(yte)
+    assert knn_accuracy(xtr, ytr, xte, yte, k=k, temperature=temp) == pytest.approx(ref)
+    assert knn_accuracy(xtr, ytr, xte, yte, k=k, temperature=temp, chunk_size=4) == \
+        pytest.approx(ref)
+    assert 0.3 < ref < 1.0  # the case is not trivial
+    # k larger than the train set is clamped
+    assert 0.0 <= knn_accuracy(xtr[:3], ytr[:3], xte, yte, k=20) <= 1.0
+
+
+def test_ncc_ignores_classes_missing_from_train():
+    xtr, ytr, xte, yte = _clusters(seed=4)
+    keep = ytr != 3
+    acc = ncc_accuracy(xtr[keep], ytr[keep], xte, yte)
+    assert acc == pytest.approx(float((yte != 3).float().mean()), abs=0.01)
+
+
+def test_probe_is_deterministic_with_a_seed():
+    xtr, ytr, xte, yte = _clusters(spread=0.4, seed=5)  # overlapping: accuracy not saturated
+    a = linear_probe_accuracy(xtr, ytr, xte, yte, epochs=10, batch_size=100, seed=7)
+    b = linear_probe_accuracy(xtr, ytr, xte, yte, epochs=10, batch_size=100, seed=7)
+    assert a == b and 0.3 < a < 1.0
+
+
+def test_probe_handles_constant_features():
+    xtr, ytr, xte, yte = _clusters(seed=6)
+    xtr[:, 0], xte[:, 0] = 1.0, 1.0
+    assert _probe(xtr, ytr, xte, yte) >= 0.99
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError, match="same d"):
+        knn_accuracy(torch.randn(5, 3), torch.zeros(5), torch.randn(5, 4), torch.zeros(5))
+    with pytest.raises(ValueError, match="one label"):
+        ncc_accuracy(torch.randn(5, 3), torch.zeros(4), torch.randn(5, 3), torch.zeros(5))
+
+
+# ---------------------------------------------------------------- extract_features
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 8), nn.BatchNorm1d(8),
+                                      nn.ReLU(), nn.Dropout(0.5))
+        self.projector = nn.Sequential(nn.Linear(8, 5), nn.BatchNorm1d(5))
+
+    def forward(self, x):
+        h = self.backbone(x)
+        return h, self.projector(h)
+
+
+def _images(n=23, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 4, 4), generator=g, dtype=torch.uint8)
+
+
+def _normalize(x):
+    assert x.dtype == torch.uint8
+    return (x.float() / 255 - 0.5) / 0.25
+
+
+def test_extract_features_eval_mode_chunks_and_restores_mode():
+    torch.manual_seed(0)
+    net = TinyNet()
+    net(_normalize(_images(64, seed=1)))  # move BN running stats away from their init
+    net.train()
+    net.projector[1].eval()  # a submodule the caller froze must stay frozen
+    modes = {name: m.training for name, m in net.named_modules()}
+    x = _images()
+    h, z = extract_features(net, x, _normalize, batch_size=5)
+    assert {name: m.training for name, m in net.named_modules()} == modes
+    assert h.shape == (23, 8) and z.shape == (23, 5)
+    assert not h.requires_grad and not z.requires_grad
+    net.eval()
+    with torch.no_grad():
+        h_ref, z_ref = net(_normalize(x))
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(z, z_ref)
+    # eval mode stays eval mode
+    extract_features(net, x, _normalize)
+    assert not net.training
+
+
+def test_extract_features_restores_mode_on_error():
+    net = TinyNet().train()
+
+    def bad(x):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        extract_features(net, _images(), bad)
+    assert all(m.training for m in net.modules())
