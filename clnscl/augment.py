@@ -1,0 +1,233 @@
+"""SimCLR augmentations for a whole batch at once, on the batch's device.
+
+The pipeline of SimCLR on CIFAR (as in SCIENCE.md section 6) applied to uint8 (N, 3, H, W)
+tensors without any per-image Python loop or PIL: random resized crop (per-sample affine
+grid + bilinear ``grid_sample``, horizontal flip folded into the affine), colour jitter
+with probability ``p_jitter``, grayscale with probability ``p_gray``, normalisation.
+
+All randomness is drawn in :meth:`SimCLRAugment.sample_params` from an explicit
+``torch.Generator`` (one ``torch.rand`` call of fixed shape per batch), so identical
+generator state gives identical parameters and identical views on any device. The
+parameter matrix (one row per sample, columns ``PARAM_NAMES``) is what the trainer
+fingerprints to prove that coupled models saw the same views.
+
+Differences from torchvision's ``RandomResizedCrop``/``ColorJitter`` (documented choices):
+
+* crop boxes are continuous (fractions of the image), not rounded to whole pixels; the
+  box is sampled as torchvision does (up to 10 tries of area fraction in ``crop_scale``
+  and log-uniform aspect ratio in ``crop_ratio``, falling back to the whole image), with
+  the aspect ratio taken relative to a square image (all data here are square);
+* the crop is resampled bilinearly without antialiasing (crops are at most the input size,
+  so with output size == input size this is always an up-sampling); being continuous, the
+  outermost output pixels read up to half a pixel beyond the box (border-clamped only at
+  the image edge), where torchvision's crop-then-resize clamps at the box edge;
+* colour jitter is applied in the fixed order brightness, contrast, saturation, hue
+  (torchvision draws a random order per image); each operation follows torchvision's
+  formulas for float images (clamped to [0, 1] after each), hue via RGB <-> HSV;
+* grayscale uses ITU-R 601 luma (0.299, 0.587, 0.114), as torchvision does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+PARAM_NAMES = ("crop_x0", "crop_y0", "crop_w", "crop_h", "flip", "jitter", "brightness",
+               "contrast", "saturation", "hue", "gray")
+N_PARAMS = len(PARAM_NAMES)
+_CROP_TRIES = 10
+# columns of the single uniform draw of sample_params
+_N_UNIFORM = 2 * _CROP_TRIES + 2 + 1 + 1 + 4 + 1
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """(n, 3, H, W) -> (n, 1, H, W) luma."""
+    return _LUMA[0] * x[:, 0:1] + _LUMA[1] * x[:, 1:2] + _LUMA[2] * x[:, 2:3]
+
+
+def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    maxc = x.amax(1)
+    minc = x.amin(1)
+    eqc = maxc == minc
+    cr = maxc - minc
+    ones = torch.ones_like(maxc)
+    s = cr / torch.where(eqc, ones, maxc)
+    crd = torch.where(eqc, ones, cr)
+    rc = (maxc - r) / crd
+    gc = (maxc - g) / crd
+    bc = (maxc - b) / crd
+    is_r = maxc == r
+    is_g = (maxc == g) & ~is_r
+    is_b = ~is_g & ~is_r
+    h = is_r * (bc - gc) + is_g * (2.0 + rc - bc) + is_b * (4.0 + gc - rc)
+    h = torch.fmod(h / 6.0 + 1.0, 1.0)
+    return torch.stack((h, s, maxc), 1)
+
+
+def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    h, s, v = x.unbind(1)
+    h6 = h * 6.0
+    i = torch.floor(h6)
+    f = h6 - i
+    i = i.to(torch.int64) % 6
+    p = (v * (1.0 - s)).clamp(0.0, 1.0)
+    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
+    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
+    mask = (i.unsqueeze(1) == torch.arange(6, device=x.device).view(1, -1, 1, 1)).to(x.dtype)
+    a1 = torch.stack((v, q, p, p, t, v), 1)
+    a2 = torch.stack((t, v, v, q, p, p), 1)
+    a3 = torch.stack((p, p, t, v, v, q), 1)
+    return torch.stack([(mask * a).sum(1) for a in (a1, a2, a3)], 1)
+
+
+class SimCLRAugment:
+    """Batched SimCLR augmentation; see the module docstring for the exact pipeline."""
+
+    def __init__(self, image_size: int = 32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                 crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3),
+                 jitter=(0.4, 0.4, 0.4, 0.1), p_jitter: float = 0.8, p_gray: float = 0.2,
+                 p_flip: float = 0.5):
+        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(f"invalid crop_scale={crop_scale}: allowed 0 < lo <= hi <= 1")
+        if not 0 < crop_ratio[0] <= crop_ratio[1]:
+            raise ValueError(f"invalid crop_ratio={crop_ratio}: allowed 0 < lo <= hi")
+        b, c, s, h = jitter
+        if min(b, c, s) < 0 or not 0 <= h <= 0.5:
+            raise ValueError(f"invalid jitter={jitter}: allowed (b, c, s >= 0, 0 <= hue <= 0.5)")
+        for name, p in (("p_jitter", p_jitter), ("p_gray", p_gray), ("p_flip", p_flip)):
+            if not 0 <= p <= 1:
+                raise ValueError(f"invalid {name}={p}: allowed a probability in [0, 1]")
+        self.image_size = int(image_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(v) for v in std)
+        self.crop_scale = tuple(float(v) for v in crop_scale)
+        self.crop_ratio = tuple(float(v) for v in crop_ratio)
+        self.jitter = (float(b), float(c), float(s), float(h))
+        self.p_jitter, self.p_gray, self.p_flip = float(p_jitter), float(p_gray), float(p_flip)
+
+    def __repr__(self) -> str:
+        return (f"SimCLRAugment(image_size={self.image_size}, crop_scale={self.crop_scale}, "
+                f"crop_ratio={self.crop_ratio}, jitter={self.jitter}, p_jitter={self.p_jitter}, "
+                f"p_gray={self.p_gray}, p_flip={self.p_flip}, mean={self.mean}, std={self.std})")
+
+    # --- parameters ---------------------------------------------------------------
+    def sample_params(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Draw the parameters of ``n`` views: float32 (n, N_PARAMS) on the CPU.
+
+        Columns (``PARAM_NAMES``): crop box (x0, y0, w, h) as fractions of the image width
+        and height; flip (0/1); jitter applied (0/1); the effective brightness, contrast,
+        saturation factors and hue shift (identity 1, 1, 1, 0 where jitter is 0); gray (0/1).
+        """
+        dev = generator.device
+        u = torch.rand(n, _N_UNIFORM, generator=generator, device=dev, dtype=torch.float64)
+        u = u.cpu()
+        k = _CROP_TRIES
+        lo_s, hi_s = self.crop_scale
+        lo_r, hi_r = math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1])
+        area = lo_s + (hi_s - lo_s) * u[:, :k]
+        ratio = torch.exp(lo_r + (hi_r - lo_r) * u[:, k:2 * k])
+        w_try = torch.sqrt(area * ratio)
+        h_try = torch.sqrt(area / ratio)
+        ok = (w_try <= 1.0) & (h_try <= 1.0)
+        first = ok.to(torch.int8).argmax(1, keepdim=True)  # first valid try (0 when none)
+        any_ok = ok.any(1)
+        # fallback as torchvision: whole image, aspect clamped to crop_ratio (square input)
+        if self.crop_ratio[0] > 1.0:  # wider than square: full width, reduced height
+            fb_w, fb_h = 1.0, 1.0 / self.crop_ratio[0]
+        elif self.crop_ratio[1] < 1.0:  # taller than square: full height, reduced width
+            fb_w, fb_h = self.crop_ratio[1], 1.0
+        else:
+            fb_w, fb_h = 1.0, 1.0
+        w = torch.where(any_ok, w_try.gather(1, first)[:, 0], torch.tensor(fb_w, dtype=u.dtype))
+        h = torch.where(any_ok, h_try.gather(1, first)[:, 0], torch.tensor(fb_h, dtype=u.dtype))
+        j = 2 * k
+        x0 = u[:, j] * (1.0 - w)
+        y0 = u[:, j + 1] * (1.0 - h)
+        flip = (u[:, j + 2] < self.p_flip).to(u.dtype)
+        jit = u[:, j + 3] < self.p_jitter
+        bj, cj, sj, hj = self.jitter
+        f = u[:, j + 4:j + 8]
+        bright = max(0.0, 1 - bj) + (1 + bj - max(0.0, 1 - bj)) * f[:, 0]
+        contr = max(0.0, 1 - cj) + (1 + cj - max(0.0, 1 - cj)) * f[:, 1]
+        sat = max(0.0, 1 - sj) + (1 + sj - max(0.0, 1 - sj)) * f[:, 2]
+        hue = -hj + 2 * hj * f[:, 3]
+        one = torch.ones_like(bright)
+        bright = torch.where(jit, bright, one)
+        contr = torch.where(jit, contr, one)
+        sat = torch.where(jit, sat, one)
+        hue = torch.where(jit, hue, torch.zeros_like(hue))
+        gray = (u[:, j + 8] < self.p_gray).to(u.dtype)
+        params = torch.stack([x0, y0, w, h, flip, jit.to(u.dtype), bright, contr, sat, hue, gray],
+                             1)
+        return params.to(torch.float32)
+
+    # --- application --------------------------------------------------------------
+    def apply(self, x_uint8: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Augment ``x_uint8`` (n, 3, H, W) with ``params`` (n, N_PARAMS): float32
+        (n, 3, image_size, image_size), normalised, on ``x_uint8``'s device."""
+        if x_uint8.dim() != 4 or x_uint8.shape[1] != 3:
+            raise ValueError(f"expected images of shape (n, 3, H, W), got {tuple(x_uint8.shape)}")
+        if x_uint8.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 images (0..255), got dtype {x_uint8.dtype}")
+        n = x_uint8.shape[0]
+        if params.shape != (n, N_PARAMS):
+            raise ValueError(f"expected params of shape ({n}, {N_PARAMS}), got {tuple(params.shape)}")
+        dev = x_uint8.device
+        p = params.to(device=dev, dtype=torch.float32)
+        x = x_uint8.float().div_(255.0)
+        s = self.image_size
+
+        # random resized crop + flip: output u in [-1, 1] -> input cx + w * u * (+-1)
+        x0, y0, w, h = p[:, 0], p[:, 1], p[:, 2], p[:, 3]
+        sign = 1.0 - 2.0 * p[:, 4]
+        theta = torch.zeros(n, 2, 3, device=dev)
+        theta[:, 0, 0] = w * sign
+        theta[:, 0, 2] = 2.0 * x0 + w - 1.0
+        theta[:, 1, 1] = h
+        theta[:, 1, 2] = 2.0 * y0 + h - 1.0
+        grid = F.affine_grid(theta, [n, 3, s, s], align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+        # colour jitter, fixed order: brightness, contrast, saturation, hue
+        jit = p[:, 5].view(n, 1, 1, 1) > 0.5
+        if bool(jit.any()):
+            b, c, sat, hue = (p[:, i].view(n, 1, 1, 1) for i in (6, 7, 8, 9))
+            y = (x * b).clamp_(0.0, 1.0)
+            m = _gray(y).mean((2, 3), keepdim=True)
+            y = (c * y + (1.0 - c) * m).clamp_(0.0, 1.0)
+            y = (sat * y + (1.0 - sat) * _gray(y)).clamp_(0.0, 1.0)
+            hsv = _rgb_to_hsv(y)
+            hsv[:, 0] = torch.remainder(hsv[:, 0] + hue[:, 0], 1.0)
+            y = _hsv_to_rgb(hsv)
+            x = torch.where(jit, y, x)
+
+        # grayscale
+        gray = p[:, 10].view(n, 1, 1, 1) > 0.5
+        x = torch.where(gray, _gray(x).expand(-1, 3, -1, -1), x)
+        return self._norm(x)
+
+    def __call__(self, x_uint8: torch.Tensor, generator: torch.Generator):
+        """(views, params) = (apply(x, params), params) with params = sample_params(len(x))."""
+        params = self.sample_params(x_uint8.shape[0], generator)
+        return self.apply(x_uint8, params), params
+
+    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """Un-augmented float32 view for evaluation: resized to image_size if needed
+        (bilinear, antialiased), normalised."""
+        x = x_uint8.float().div_(255.0)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+        return self._norm(x)
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+
+__all__ = ["N_PARAMS", "PARAM_NAMES", "SimCLRAugment"]
