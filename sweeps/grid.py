@@ -1,0 +1,720 @@
+"""Run a sweep of coupled CL/NSCL trials with Ray Tune, tracked in MLflow.
+
+    python sweeps/grid.py                      # the quick preset on this machine (~5 min, 2 CPUs)
+    python sweeps/grid.py --preset cifar100 --dry-run
+    python sweeps/grid.py --preset cifar10 --tau 0.5 --batch-size 1024 --seeds 3 --name c10-classes
+
+Every grid point is validated (one TrainConfig each), and the storage folder and the
+tracking store are checked, before Ray starts; usage errors exit with status 2. The same
+command with the same --name resumes an interrupted sweep (finished trials are not rerun).
+Exit status: 0 all trials finished, 1 some trial failed or diverged, 2 usage error,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: python sweeps/grid.py
+    _ROOT = str(Path(__file__).resolve().parents[1])
+    if _ROOT not in sys.path:
+        sys.path.insert(0, _ROOT)
+
+from clnscl.config import DATASET_CLASSES, ConfigError, TrainConfig
+from sweeps import tracking
+from sweeps.presets import (
+    Preset,
+    PresetError,
+    available_presets,
+    load_preset,
+    train_images,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SWEEP_FILE = "clnscl_sweep.json"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+# Live-table columns (Tune's CLIReporter): short names for the few metrics worth watching.
+METRIC_COLUMNS = {"epoch": "epoch", "cl/loss": "cl loss", "nscl/cka": "cka", "nscl/rsa": "rsa",
+                  "nscl/rho": "rho"}
+PARAMETER_COLUMNS = {"tau": "tau", "batch_size": "B", "n_classes": "C", "seed": "seed"}
+# Summary columns per grid point (headline = test split, backbone features; clnscl.records)
+SUMMARY_METRICS = ("cka", "rsa", "rho", "param_dist")
+
+# Throughput used by the cost estimate: training images per second for ONE model
+# (forward + backward of one augmented view at 32x32, evaluation included; scaled by
+# (32/image_size)^2 for other sizes). smallcnn on CPU: measured with the quick preset on this
+# project's 2-core dev machine (one thread per trial: ~550 images/s at 16x16). resnet18/50
+# on CPU: the smallcnn number scaled by their FLOPs. GPU numbers: NOT measured, rough
+# assumptions for one modern data-centre GPU (A100/H100 class, fp32/TF32). The estimate is
+# an order of magnitude; the live table's time_s is the real number.
+THROUGHPUT = {
+    ("smallcnn", "cpu"): 140.0,
+    ("smallcnn", "gpu"): 40000.0,
+    ("resnet18", "cpu"): 45.0,
+    ("resnet18", "gpu"): 7000.0,
+    ("resnet50", "cpu"): 20.0,
+    ("resnet50", "gpu"): 3000.0,
+}
+TRIAL_OVERHEAD_S = 8.0  # per trial: worker start (actors are reused), data, MLflow connection
+SWEEP_OVERHEAD_S = 30.0  # per sweep: Ray start-up, MLflow store creation
+
+
+class UsageError(ValueError):
+    """A command-line problem found before Ray starts (exit status 2)."""
+
+
+# --- command line ----------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python sweeps/grid.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="quick",
+                   help=f"preset name ({', '.join(available_presets())}) or a path to a .yaml "
+                        "file (default: quick)")
+    g = p.add_argument_group("grid axes (replace the preset's)")
+    g.add_argument("--tau", type=float, nargs="+", metavar="TAU", help="temperatures")
+    g.add_argument("--batch-size", type=int, nargs="+", metavar="B", help="batch sizes")
+    g.add_argument("--classes", type=int, nargs="+", metavar="C", help="class counts")
+    g.add_argument("--seeds", type=int, metavar="N", help="seeds per grid point (0..N-1)")
+    c = p.add_argument_group("trial settings (replace the preset's config)")
+    c.add_argument("--epochs", type=int, help="epochs of every trial (replaces an image budget)")
+    c.add_argument("--budget-images", type=int, metavar="N",
+                   help="train every grid point on about N images (epochs = ceil(N / subset "
+                        "size)): equal cumulative learning rate across C (and B, linear lr "
+                        "rule); 0 = use epochs")
+    c.add_argument("--objectives", help="cl plus any of nscl,supcon,ce, e.g. cl,nscl,supcon,ce")
+    c.add_argument("--dataset", help=", ".join(DATASET_CLASSES))
+    c.add_argument("--data-root")
+    c.add_argument("--arch", help="smallcnn, resnet18, resnet50")
+    c.add_argument("--device", help="cpu, cuda, cuda:N, auto")
+    c.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any other TrainConfig field, e.g. --set eval_every=5 (repeatable)")
+    r = p.add_argument_group("sweep")
+    r.add_argument("--name", help="sweep name = MLflow experiment = Tune folder (default: the "
+                                  "preset name); the same name resumes an interrupted sweep")
+    r.add_argument("--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI, else "
+                                          "sqlite:///$PWD/mlflow.db with artifacts in "
+                                          "$PWD/mlartifacts); or http://host:5000")
+    r.add_argument("--storage", help="absolute folder (or s3:// URI) for Tune results and "
+                                     "checkpoints (default $PWD/ray_results)")
+    r.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (preset resources.cpu)")
+    r.add_argument("--gpus-per-trial", type=float, help="GPU share per trial, e.g. 0.5")
+    r.add_argument("--checkpoint-every", type=int, metavar="K",
+                   help="checkpoint every K evaluation records (and the last)")
+    r.add_argument("--max-failures", type=int, help="retries of a failed trial (-1: forever)")
+    r.add_argument("--max-concurrent", type=int,
+                   help="at most this many trials at once (0: no limit)")
+    r.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a "
+                                     "local Ray is started)")
+    r.add_argument("--report-every", type=float, default=30.0, metavar="SECONDS",
+                   help="seconds between live trial tables (default 30)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the trials, their resources and a cost estimate; start nothing")
+    r.add_argument("--no-analysis", action="store_true", help="skip the analysis report at the end")
+    r.add_argument("--inject-fault", metavar="JSON", help=argparse.SUPPRESS)
+    # testing only: {"trial": RUN_NAME|"*", "epoch": E, "marker": PATH|null} (or a list),
+    # see the fault-injection hook in sweeps/trainable.py
+    return p
+
+
+@dataclasses.dataclass
+class Plan:
+    preset: Preset
+    points: list[TrainConfig]
+    name: str
+    storage: str
+    tracking_uri: str
+    experiment_dir: str
+    resume: bool
+    stored: dict
+    fault: dict | None
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def check_storage(path: str) -> str:
+    """An absolute, writable folder (created if missing), or a cloud URI (s3://, gs://)."""
+    if _is_uri(path):
+        if path.startswith("file://"):
+            path = path[len("file://"):]
+        else:
+            return path.rstrip("/")
+    p = Path(os.path.expanduser(path))
+    if not p.is_absolute():
+        raise UsageError(f"invalid --storage {path!r}: must be an absolute path (Ray Tune runs "
+                         f"trials in other folders), e.g. {Path(path).resolve()}")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / f".clnscl-write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"invalid --storage {path!r}: not writable ({e.strerror or e})") from None
+    return str(p)
+
+
+def _config_overrides(args) -> dict:
+    from clnscl.train import parse_value
+
+    out = {}
+    for flag, fld in (("epochs", "epochs"), ("objectives", "objectives"), ("dataset", "dataset"),
+                      ("data_root", "data_root"), ("arch", "arch"), ("device", "device")):
+        v = getattr(args, flag)
+        if v is not None:
+            out[fld] = v
+    by_name = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for item in args.set:
+        name, sep, text = item.partition("=")
+        if not sep or name not in by_name:
+            raise UsageError(f"invalid --set {item!r}: use FIELD=VALUE with FIELD one of "
+                             f"{', '.join(by_name)}")
+        if name in ("tau", "batch_size", "n_classes", "seed"):
+            flag = {"n_classes": "--classes", "seed": "--seeds"}.get(
+                name, "--" + name.replace("_", "-"))
+            raise UsageError(f"invalid --set {item!r}: {name} is a grid axis, use {flag}")
+        out[name] = parse_value(by_name[name], text)
+    return out
+
+
+def _check_local_resources(preset: Preset, args) -> None:
+    """A sweep that will start its own local Ray must fit one trial on this machine; on a
+    cluster (--address, $RAY_ADDRESS, a running Ray) the autoscaler may add GPU nodes."""
+    import ray
+
+    if args.dry_run or args.address or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+        return
+    cpus = os.cpu_count() or 1
+    if preset.cpu > cpus:
+        raise UsageError(f"invalid resources.cpu={preset.cpu:g}: this machine has {cpus} CPUs "
+                         "(use --cpus-per-trial, or join a cluster with --address)")
+    if preset.gpu > 0:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if preset.gpu > gpus:
+            raise UsageError(
+                f"invalid resources.gpu={preset.gpu:g}: this machine has {gpus} GPUs (run the "
+                "published-scale presets on a GPU machine or cluster, --address; or use "
+                "--gpus-per-trial 0 --device cpu)")
+
+
+def plan_sweep(args) -> Plan:
+    """Everything that can be checked before Ray starts; raises UsageError, PresetError,
+    ConfigError or TrackingError with a message naming the field."""
+    preset = load_preset(args.preset)
+    changes = {}
+    for flag, axis in (("tau", "tau"), ("batch_size", "batch_size"), ("classes", "n_classes")):
+        if getattr(args, flag) is not None:
+            changes[axis] = getattr(args, flag)
+    for flag, key in (("seeds", "seeds"), ("cpus_per_trial", "cpu"), ("gpus_per_trial", "gpu"),
+                      ("checkpoint_every", "checkpoint_every"), ("max_failures", "max_failures"),
+                      ("max_concurrent", "max_concurrent")):
+        if getattr(args, flag) is not None:
+            changes[key] = getattr(args, flag)
+    changes["config"] = _config_overrides(args)
+    if args.budget_images is not None:
+        changes["budget_images"] = args.budget_images or None
+    elif args.epochs is not None:
+        changes["budget_images"] = None
+    preset = preset.replace(**changes)
+    points = preset.points()  # ConfigError for the first invalid grid point
+    for cfg in points:  # the trainer refuses B > subset size; catch it before Ray starts
+        n = train_images(cfg)
+        if n is not None and cfg.batch_size > n:
+            raise ConfigError(f"invalid batch_size={cfg.batch_size}: allowed 2..{n} (the {n} "
+                              f"training images of the {cfg.n_classes}-class subset of "
+                              f"{cfg.dataset}; grid point {cfg.run_name()})")
+    if preset.gpu > 0 and not any(cfg.device != "cpu" for cfg in points):
+        print("warning: trials get a GPU share but device=cpu; set --device cuda or auto",
+              file=sys.stderr)
+    _check_local_resources(preset, args)
+
+    name = args.name or preset.name
+    if not NAME_RE.match(name):
+        raise UsageError(f"invalid --name {name!r}: allowed letters, digits, '.', '_', '-' "
+                         "(it names a folder and an MLflow experiment)")
+    storage = check_storage(args.storage or str(Path.cwd() / "ray_results"))
+    experiment_dir = f"{storage}/{name}"
+
+    from ray import tune  # importing starts nothing
+
+    resume = bool(tune.Tuner.can_restore(experiment_dir))
+    stored = {}
+    if resume:
+        try:
+            stored = json.loads(_read_text(f"{experiment_dir}/{SWEEP_FILE}"))
+        except (OSError, ValueError):
+            stored = {}
+    if resume and stored:
+        now = json.loads(json.dumps(preset.grid_spec()))
+        was = stored.get("spec", {})
+        diff = [k for k in ("grid", "config", "budget_images", "evals") if now[k] != was.get(k)]
+        if diff:
+            raise UsageError(
+                f"sweep {name!r} at {experiment_dir} was started with a different "
+                f"{' and '.join(diff)}; resume it with its original settings (see "
+                f"{experiment_dir}/{SWEEP_FILE}) or choose another --name")
+        kept = [k for k in ("resources", "max_failures") if k in was and now[k] != was[k]]
+        if kept:
+            print(f"warning: resuming sweep {name!r}: its original {' and '.join(kept)} "
+                  f"({', '.join(str(was[k]) for k in kept)}) stay in force", file=sys.stderr)
+    uri = args.tracking_uri or (stored.get("tracking_uri") if resume else None) \
+        or os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_tracking_uri()
+    if resume and stored.get("tracking_uri") and uri != stored["tracking_uri"]:
+        raise UsageError(f"sweep {name!r} logs to {stored['tracking_uri']}; resume it with the "
+                         f"same --tracking-uri (got {uri}) or choose another --name")
+    tracking.check_tracking_uri(uri)
+    fault = None
+    if args.inject_fault:
+        try:
+            fault = json.loads(args.inject_fault)
+            assert isinstance(fault, dict) or (isinstance(fault, list) and
+                                               all(isinstance(f, dict) for f in fault))
+        except (ValueError, AssertionError):
+            raise UsageError(f"invalid --inject-fault {args.inject_fault!r}: a JSON object "
+                             '{"trial": NAME or "*", "epoch": E, "marker": PATH or null}') from None
+    return Plan(preset=preset, points=points, name=name, storage=storage, tracking_uri=uri,
+                experiment_dir=experiment_dir, resume=resume, stored=stored, fault=fault)
+
+
+# --- dry run ---------------------------------------------------------------------------
+def estimate_trial(cfg: TrainConfig, gpu: float) -> dict:
+    """Images processed and a rough time for one trial (see THROUGHPUT: an estimate)."""
+    n = train_images(cfg)
+    models = len(cfg.objectives)
+    kind = "gpu" if gpu > 0 or cfg.device.startswith("cuda") else "cpu"
+    if n is None:
+        return {"train_images": None, "steps": None, "images": None, "seconds": None, "kind": kind}
+    steps = n // cfg.batch_size
+    seen = steps * cfg.batch_size * cfg.epochs * 2 * models  # 2 views per image, per model
+    rate = THROUGHPUT.get((cfg.arch, kind), THROUGHPUT[(cfg.arch, "cpu")])
+    rate = rate / max((cfg.image_size / 32) ** 2, 1e-6)
+    if kind == "gpu" and gpu > 0:
+        rate *= min(gpu, 1.0)
+    seconds = seen / rate + TRIAL_OVERHEAD_S
+    return {"train_images": n, "steps": steps, "images": seen, "seconds": seconds, "kind": kind}
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return "?"
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.1f}min"
+    return f"{s / 3600:.1f}h"
+
+
+def _fmt_n(n) -> str:
+    if n is None:
+        return "?"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
+
+
+def dry_run(plan: Plan, out=None) -> None:
+    out = out or sys.stdout
+    p = plan.preset
+    rows = []
+    for i, cfg in enumerate(plan.points):
+        e = estimate_trial(cfg, p.gpu)
+        rows.append((i, cfg, e))
+    print(f"Sweep {plan.name!r}: preset {p.name} ({p.path})", file=out)
+    if p.description:
+        print(f"  {p.description}", file=out)
+    fixed = p.fixed_config()
+    print("  fixed config: " + ", ".join(f"{k}={v}" for k, v in fixed.items()), file=out)
+    print(f"  grid: tau={list(p.tau)} x B={list(p.batch_size)} x C={list(p.n_classes)} x "
+          f"seeds={p.seeds}  ->  {len(plan.points)} trials", file=out)
+    if p.budget_images:
+        print(f"  image budget: {p.budget_images} training images per trial (epochs = "
+              f"ceil(budget / subset size), {p.evals} evaluations after epoch 0): equal S_T "
+              "across C", file=out)
+    print(file=out)
+    hdr = f"{'#':>4}  {'trial (MLflow run name)':<30} {'train imgs':>10} {'epochs':>6} " \
+          f"{'steps/ep':>8} {'images':>8} {'est. time':>9}"
+    print(hdr, file=out)
+    print("-" * len(hdr), file=out)
+    for i, cfg, e in rows:
+        print(f"{i:>4}  {cfg.run_name():<30} {_fmt_n(e['train_images']):>10} {cfg.epochs:>6} "
+              f"{e['steps'] if e['steps'] is not None else '?':>8} {_fmt_n(e['images']):>8} "
+              f"{_fmt_s(e['seconds']):>9}", file=out)
+    print(file=out)
+    res = f"{p.cpu:g} CPU" + (f" + {p.gpu:g} GPU" if p.gpu else "")
+    print(f"Resources per trial: {res}; checkpoint every {p.checkpoint_every} evaluation "
+          f"record(s); up to {p.max_failures} retries per trial"
+          + (f"; at most {p.max_concurrent} at once" if p.max_concurrent else ""), file=out)
+    secs = [e["seconds"] for _, _, e in rows]
+    imgs = [e["images"] for _, _, e in rows]
+    if all(s is not None for s in secs):
+        total = sum(secs)
+        kind = rows[0][2]["kind"]
+        print(f"Cost estimate: {_fmt_n(sum(imgs))} training images processed (epochs x subset x "
+              f"2 views x {len(p.points()[0].objectives)} models, summed over trials); about "
+              f"{_fmt_s(total)} of trial time" + (f" = {total / 3600 * max(p.gpu, 0):.1f} GPU-hours"
+                                                   if kind == "gpu" else ""), file=out)
+        slots = _local_slots(p)
+        if slots:
+            print(f"  on this machine ({slots} trial(s) at once): about "
+                  f"{_fmt_s(total / min(slots, len(rows)) + SWEEP_OVERHEAD_S)} wall time", file=out)
+        measured = rows[0][1].arch == "smallcnn" and kind == "cpu"
+        source = ("measured on a 2-core CPU" if measured
+                  else "assumed, not measured on your hardware")
+        print(f"  This is an ESTIMATE from a per-architecture throughput constant ({source}); "
+              "the first trials' time_s in the live table is the real number.", file=out)
+    else:
+        print("Cost estimate: unknown subset size for this data set (counted when loaded).",
+              file=out)
+    print(f"Results: Tune storage {plan.experiment_dir}; MLflow {plan.tracking_uri} "
+          f"(experiment {plan.name!r})" + ("  [resuming an existing sweep]" if plan.resume else ""),
+          file=out)
+
+
+def _local_slots(p: Preset) -> int:
+    cpus = os.cpu_count() or 1
+    slots = int(cpus // p.cpu) if p.cpu > 0 else 10**6
+    if p.gpu > 0:
+        try:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        except Exception:  # noqa: BLE001
+            gpus = 0
+        slots = min(slots, int(gpus / p.gpu)) if gpus else 0
+    if p.max_concurrent:
+        slots = min(slots, p.max_concurrent)
+    return slots
+
+
+# --- the run ---------------------------------------------------------------------------
+def _read_text(path: str) -> str:
+    if not _is_uri(path):
+        return Path(path).read_text()
+    import pyarrow.fs
+
+    fs, p = pyarrow.fs.FileSystem.from_uri(path)
+    with fs.open_input_stream(p) as f:
+        return f.read().decode()
+
+
+def _write_text(path: str, text: str) -> None:
+    if not _is_uri(path):
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return
+    import pyarrow.fs
+
+    fs, p = pyarrow.fs.FileSystem.from_uri(path)
+    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(p) as f:
+        f.write(text.encode())
+
+
+def _write_sweep_file(plan: Plan, experiment_id: str, parent_run_id: str) -> None:
+    """What a later run with the same --name needs: the grid (to refuse a different one),
+    the tracking store and the parent run (to continue it)."""
+    data = {"name": plan.name, "spec": json.loads(json.dumps(plan.preset.grid_spec())),
+            "tracking_uri": plan.tracking_uri, "experiment_id": experiment_id,
+            "parent_run_id": parent_run_id, "created": plan.stored.get("created", time.time())}
+    _write_text(f"{plan.experiment_dir}/{SWEEP_FILE}", json.dumps(data, indent=1))
+
+
+def _start_ray(address: str | None) -> bool:
+    """Join a running cluster (--address, $RAY_ADDRESS) or start a local Ray. Returns True
+    when this process started/joined Ray and so must shut it down."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        pp = os.environ.get("PYTHONPATH", "")
+        env = {"PYTHONPATH": str(REPO_ROOT) + (os.pathsep + pp if pp else "")}
+        ray.init(runtime_env={"env_vars": env}, include_dashboard=False)
+    return True
+
+
+def _trial_status(result, cfg: TrainConfig) -> str:
+    m = result.metrics or {}
+    if result.error is not None:
+        return "failed"
+    if m.get("diverged"):
+        return "diverged"
+    if m.get("epoch") == cfg.epochs:
+        return "finished"
+    return "incomplete"
+
+
+def _trial_id(result) -> str | None:
+    tid = (result.metrics or {}).get("trial_id")
+    if tid:
+        return str(tid)
+    try:  # a trial that never reported: its folder name carries the id
+        m = re.search(r"_([0-9a-f]{5}_\d{5})", Path(result.path).name)
+        return m.group(1) if m else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def summarize(results, preset: Preset) -> tuple[pd.DataFrame, pd.DataFrame, dict]:  # noqa: F821
+    """(per-trial table, per-grid-point table with mean and std over seeds, status counts)."""
+    import pandas as pd
+
+    rows, not_started = [], 0
+    for r in results:
+        if not r.config:  # a trial that never started (e.g. the sweep was interrupted)
+            not_started += 1
+            continue
+        cfg = preset.resolve(TrainConfig.from_dict(dict(r.config)))
+        m = r.metrics or {}
+        row = {"tau": cfg.tau, "B": cfg.batch_size, "C": cfg.n_classes, "seed": cfg.seed,
+               "status": _trial_status(r, cfg), "epoch": m.get("epoch"), "trial_id": _trial_id(r),
+               "S_T": m.get("cum_lr")}
+        for obj in cfg.objectives:
+            if obj != "cl":
+                for met in SUMMARY_METRICS:
+                    row[f"{obj}/{met}"] = m.get(f"{obj}/{met}")
+            row[f"{obj}/knn"] = m.get(f"{obj}/knn_acc")
+        rows.append(row)
+    cols = ["tau", "B", "C", "seed", "status", "epoch", "trial_id", "S_T"]
+    trials = pd.DataFrame(rows, columns=list(dict.fromkeys(cols + [k for r in rows for k in r])))
+    trials = trials.sort_values(["tau", "B", "C", "seed"]).reset_index(drop=True)
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    if not_started:
+        counts["not started"] = not_started
+    ok = trials[trials["status"] == "finished"]
+    metric_cols = ["S_T"] + [c for c in trials.columns if "/" in c]
+    if len(ok):
+        g = ok.groupby(["tau", "B", "C"])
+        points = g[metric_cols].agg(["mean", "std"])
+        points.insert(0, ("n", ""), g.size())
+    else:
+        points = pd.DataFrame()
+    return trials, points, counts
+
+
+def _fmt_v(v) -> str:
+    import pandas as pd
+
+    if v is None or pd.isna(v):
+        return "-"
+    return f"{v:.3f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2e}"
+
+
+def format_points(points, seeds: int) -> str:
+    """Per grid point: CL vs each objective (cka, rsa, rho, param_dist), then kNN accuracies."""
+    if points is None or len(points) == 0:
+        return "(no finished trial)"
+    import pandas as pd
+
+    names = [c[0] for c in points.columns if c[0] != "n"]
+    names = list(dict.fromkeys(names))
+    align = [c for c in names if not c.endswith("/knn")]  # S_T first, then CL vs X
+    knn = [c for c in names if c.endswith("/knn")]
+    cols = {}
+    for c in align + sorted(knn, key=lambda c: (c.split("/")[0] != "cl", c)):
+        mean, std = points[(c, "mean")], points[(c, "std")]
+        label = c.replace("/knn", " knn")
+        if seeds > 1:
+            cols[label] = [_fmt_v(a) + (f"±{_fmt_v(b)}" if pd.notna(b) else "")
+                           for a, b in zip(mean, std)]
+        else:
+            cols[label] = [_fmt_v(a) for a in mean]
+    df = pd.DataFrame(cols, index=points.index)
+    if seeds > 1:
+        df.insert(0, "n", points[("n", "")].values)
+    return df.to_string()
+
+
+def _run_analysis(plan: Plan) -> None:
+    try:
+        from analysis.report import write_report
+    except ImportError as e:
+        print(f"analysis: skipped (analysis.report.write_report not available: {e})")
+        return
+    out_dir = Path.cwd() / "analysis_out" / plan.name
+    try:
+        report = write_report(experiment=plan.name, tracking_uri=plan.tracking_uri,
+                              out_dir=str(out_dir))
+        print(f"analysis: report written to {report}")
+    except Exception as e:  # noqa: BLE001 - the sweep's results stand without the report
+        print(f"analysis: failed ({type(e).__name__}: {e}); run it again with "
+              f"`python -m analysis --experiment {plan.name} --tracking-uri {plan.tracking_uri}`")
+
+
+def run_sweep(plan: Plan, args) -> int:
+    from ray import tune
+
+    from sweeps.trainable import train_trial
+
+    p = plan.preset
+    client = tracking.connect(plan.tracking_uri)
+    exp_id = tracking.get_or_create_experiment(client, plan.name, plan.tracking_uri)
+    spec = p.grid_spec()
+    params = {"preset": p.name, "grid.tau": spec["grid"]["tau"],
+              "grid.batch_size": spec["grid"]["batch_size"],
+              "grid.n_classes": spec["grid"]["n_classes"], "grid.seeds": p.seeds,
+              "n_trials": len(plan.points), "resources.cpu": p.cpu, "resources.gpu": p.gpu,
+              "checkpoint_every": p.checkpoint_every, "max_failures": p.max_failures,
+              "budget_images": p.budget_images, "evals": p.evals if p.budget_images else None,
+              "storage": plan.experiment_dir,
+              **{f"config.{k}": v for k, v in spec["config"].items()}}
+    tags = {**tracking.provenance_tags(REPO_ROOT), "preset_path": p.path,
+            "description": p.description, "grid_spec": json.dumps(spec)}
+    previous = plan.stored.get("parent_run_id") if plan.resume else None
+    parent = tracking.start_sweep_run(client, exp_id, plan.name, params, tags, run_id=previous)
+    _write_sweep_file(plan, exp_id, parent)
+    cmd, url = tracking.ui_hint(plan.tracking_uri, exp_id)
+    print(f"Sweep {plan.name!r}: {len(plan.points)} trials, "
+          + ("RESUMING (finished trials are not rerun)" if plan.resume else "new")
+          + f"\n  Tune storage: {plan.experiment_dir}\n  MLflow: {plan.tracking_uri} "
+          f"(experiment {exp_id}, parent run {parent})\n  UI: {cmd}  then open {url}", flush=True)
+
+    started_ray = False
+    status, code, error = "FAILED", 1, "sweep failed"
+    try:
+        started_ray = _start_ray(args.address)
+        sweep_ctx = {"tracking_uri": plan.tracking_uri, "experiment_id": exp_id,
+                     "parent_run_id": parent, "checkpoint_every": p.checkpoint_every,
+                     "cpus_per_trial": p.cpu, "sweep_name": plan.name, "fault": plan.fault,
+                     "budget_images": p.budget_images, "evals": p.evals}
+        trainable = tune.with_resources(tune.with_parameters(train_trial, sweep=sweep_ctx),
+                                        {"cpu": p.cpu, "gpu": p.gpu})
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, our columns
+        reporter = tune.CLIReporter(metric_columns=METRIC_COLUMNS,
+                                    parameter_columns=PARAMETER_COLUMNS,
+                                    max_report_frequency=max(1, int(args.report_every)),
+                                    max_progress_rows=40, max_error_rows=10)
+        if plan.resume:
+            tuner = tune.Tuner.restore(plan.experiment_dir, trainable=trainable,
+                                       resume_errored=True)
+        else:
+            fixed = p.base_config()  # the image budget, if any, is applied in the trial
+            space = {**fixed, "tau": tune.grid_search(list(p.tau)),
+                     "batch_size": tune.grid_search(list(p.batch_size)),
+                     "n_classes": tune.grid_search(list(p.n_classes)),
+                     "seed": tune.grid_search(p.seed_values)}
+            tuner = tune.Tuner(
+                trainable, param_space=space,
+                tune_config=tune.TuneConfig(max_concurrent_trials=p.max_concurrent or None,
+                                            reuse_actors=True),
+                run_config=tune.RunConfig(
+                    name=plan.name, storage_path=plan.storage, verbose=1,
+                    progress_reporter=reporter,
+                    failure_config=tune.FailureConfig(max_failures=p.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+        t0 = time.time()
+        results = tuner.fit()
+        wall = time.time() - t0
+
+        trials, points, counts = summarize(results, p)
+        errors = {}
+        for r in results:
+            if r.error is not None and _trial_id(r):
+                errors[_trial_id(r)] = f"{type(r.error).__name__}: {r.error}"
+        tracking.close_dangling_runs(client, exp_id, parent, errors)
+        n = len(trials) + counts.get("not started", 0)
+        n_ok = counts.get("finished", 0)
+        print()
+        print(f"Summary of sweep {plan.name!r}: {n_ok}/{n} trials finished"
+              + "".join(f", {v} {k}" for k, v in counts.items() if k != "finished")
+              + f" ({wall:.0f}s)")
+        print("Per grid point at the last epoch: S_T = cumulative learning rate (the theory's "
+              "time axis; " + ("about equal across C under the image budget" if p.budget_images
+                               else "at fixed epochs it grows with C, as the subset does")
+              + "), CL vs each objective (test split, backbone features), 'X knn' = kNN "
+              "accuracy of model X"
+              + (f", mean±std over {p.seeds} seeds" if p.seeds > 1 else "")
+              + ":")
+        print(format_points(points, p.seeds))
+        bad = trials[trials["status"] != "finished"]
+        if len(bad):
+            print("\nTrials not finished:")
+            for _, row in bad.iterrows():
+                tid = row["trial_id"]
+                why = errors.get(tid, "").splitlines()[0][:200] if tid in errors else ""
+                print(f"  tau={row['tau']:g} B={row['B']} C={row['C']} seed={row['seed']}: "
+                      f"{row['status']} {why}")
+        summary_dir = Path(plan.experiment_dir) if not _is_uri(plan.storage) else Path.cwd()
+        summary_csv = summary_dir / "summary_trials.csv"
+        trials.to_csv(summary_csv, index=False)
+        tracking._retry(client.log_artifact, parent, str(summary_csv))
+        tracking.log_metrics(client, parent, {"n_trials": n, "n_finished": n_ok,
+                                              "n_failed": n - n_ok, "wall_s": wall}, step=0)
+        if counts.get("incomplete") or counts.get("not started"):
+            status, code = "KILLED", 130
+        elif n_ok == n:
+            status, code = "FINISHED", 0
+        else:
+            status, code = "FAILED", 1
+        tracking.end_run(client, parent, status,
+                         error=None if status == "FINISHED"
+                         else f"{n - n_ok} of {n} trials not finished")
+        status = "DONE"
+        if not args.no_analysis and n_ok:
+            _run_analysis(plan)
+        print("\nResults:\n"
+              f"  Tune storage (checkpoints, per-trial results): {plan.experiment_dir}\n"
+              f"  MLflow store: {plan.tracking_uri}  (experiment {plan.name!r}, id {exp_id}, "
+              f"parent run {parent})\n  Per-trial summary: {summary_csv}\n"
+              f"  Open the UI:  {cmd}\n  Runs table:   {url}")
+        if code == 130:
+            print(f"Interrupted: resume with the same command (--name {plan.name}).")
+        elif code:
+            print(f"Some trials did not finish; rerun the same command (--name {plan.name}) to "
+                  "retry them from their checkpoints (finished trials are not rerun).")
+        return code
+    except KeyboardInterrupt:
+        print(f"\nInterrupted: resume with the same command (--name {plan.name}).", file=sys.stderr)
+        status, code, error = "KILLED", 130, "sweep interrupted (Ctrl+C)"
+        return code
+    except Exception as e:
+        error = f"sweep failed: {type(e).__name__}: {e}"
+        raise
+    finally:
+        if status != "DONE":  # the parent run never stays RUNNING
+            try:
+                tracking.close_dangling_runs(client, exp_id, parent)
+                tracking.end_run(client, parent, "KILLED" if status == "KILLED" else "FAILED",
+                                 error=error)
+            except Exception as e:  # noqa: BLE001 - never mask the sweep's own outcome
+                print(f"warning: could not close MLflow run {parent}: {e}", file=sys.stderr)
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        plan = plan_sweep(args)
+    except (UsageError, PresetError, ConfigError, tracking.TrackingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        dry_run(plan)
+        return 0
+    return run_sweep(plan, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
