@@ -674,7 +674,7 @@ def early_trials(curves: pd.DataFrame, metrics=("cka", "rsa")) -> tuple[pd.DataF
     w = c.pivot_table(index=["trial", "objective"], columns="metric", values="value",
                       aggfunc="first").reset_index()
     w.columns.name = None
-    grid = [k for k in c.columns if k not in ("metric", "value", "epoch", "step", "lr", "cum_lr",
+    grid = [k for k in c.columns if k not in ("metric", "value", "epoch", "step", "step_lr", "cum_lr",
                                               "time_s")]
     w = w.merge(c[grid].drop_duplicates(["trial", "objective"]), on=["trial", "objective"],
                 how="left")

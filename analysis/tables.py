@@ -31,7 +31,7 @@ import pandas as pd
 # ---------------------------------------------------------------------------------------
 # names (mirrors clnscl.records without importing it)
 
-BOOKKEEPING = ("epoch", "step", "lr", "cum_lr", "time_s")
+BOOKKEEPING = ("epoch", "step", "step_lr", "cum_lr", "time_s")
 REFERENCE_OBJECTIVE = "cl"
 COMPARED_ORDER = ("nscl", "supcon", "ce")
 ALIGNMENT_METRICS = ("cka", "cka_debiased", "rsa", "rho", "cka_cos", "bound_sqrt", "bound_ratio")
@@ -605,12 +605,12 @@ def trials_table(sweep: Sweep) -> pd.DataFrame:
 
 
 def curves_table(sweep: Sweep) -> pd.DataFrame:
-    """Long table (trial, objective, epoch, metric, value) plus step/lr/cum_lr and the grid."""
+    """Long table (trial, objective, epoch, metric, value) plus step/step_lr/cum_lr and the grid."""
     frames = []
     for rec in sweep.included:
         hist = rec.history or {}
         book = {}
-        for k in ("step", "lr", "cum_lr", "time_s"):
+        for k in ("step", "step_lr", "cum_lr", "time_s"):
             if k in hist:
                 book[k] = dict(hist[k])
         base = _base_row(rec)

@@ -20,6 +20,10 @@ DATASET_CLASSES = {
     "miniimagenet": 100,
     "imagefolder": None,
 }
+# Training images per class of the stock releases (synthetic: synthetic_train_per_class;
+# image folders: only known once loaded). Lets batch size and image budgets be checked
+# before any data is loaded.
+TRAIN_IMAGES_PER_CLASS = {"cifar10": 5000, "cifar100": 500, "tinyimagenet": 500, "miniimagenet": 600}
 ARCHS = ("smallcnn", "resnet18", "resnet50")
 OBJECTIVES = ("cl", "nscl", "supcon", "ce")
 OPTIMIZERS = ("lars", "sgd")
@@ -105,6 +109,11 @@ class TrainConfig:
         if self.batch_size < self.n_classes:
             _fail("batch_size", self.batch_size,
                   f">= n_classes={self.n_classes}, so that a batch can hold every class")
+        n_train = self.expected_train_images
+        if n_train is not None and self.batch_size > n_train:
+            _fail("batch_size", self.batch_size,
+                  f"2..{n_train} (the {n_train} training images of the {self.n_classes}-class "
+                  f"subset of {self.dataset})")
         if self.arch not in ARCHS:
             _fail("arch", self.arch, ", ".join(ARCHS))
         if self.optimizer not in OPTIMIZERS:
@@ -135,6 +144,15 @@ class TrainConfig:
     @property
     def effective_class_seed(self) -> int:
         return self.seed if self.class_seed is None else self.class_seed
+
+    @property
+    def expected_train_images(self) -> int | None:
+        """Training images of the class subset (all images of the chosen classes), or None
+        when only loading can tell (image folders)."""
+        if self.dataset == "synthetic":
+            return self.synthetic_train_per_class * self.n_classes
+        per = TRAIN_IMAGES_PER_CLASS.get(self.dataset)
+        return per * self.n_classes if per else None
 
     @property
     def scaled_lr(self) -> float:

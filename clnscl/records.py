@@ -2,7 +2,8 @@
 
 A trainer record is a flat dict. Keys:
 
-- bookkeeping: ``epoch``, ``step``, ``lr``, ``cum_lr`` (sum of learning rates so far, S_T),
+- bookkeeping: ``epoch``, ``step``, ``step_lr`` (the last step's learning rate; not
+  ``lr``, which is the config's base rate), ``cum_lr`` (sum of learning rates so far, S_T),
   ``time_s``, ``fingerprint`` (hex digest of every (indices, augmentation) step so far);
 - per model ``{obj}/{metric}`` for metric in MODEL_METRICS (``cl/loss``, ``nscl/knn_acc``);
   ``{obj}/probe_acc`` only in the final record;
@@ -33,7 +34,7 @@ ALIGNMENT_METRICS = (
 PARAM_METRICS = ("param_dist", "param_dist_layer")
 MODEL_METRICS = ("loss", "knn_acc", "ncc_acc")
 FINAL_MODEL_METRICS = ("probe_acc",)
-BOOKKEEPING = ("epoch", "step", "lr", "cum_lr", "time_s")
+BOOKKEEPING = ("epoch", "step", "step_lr", "cum_lr", "time_s")
 
 
 def alignment_key(obj: str, split: str, features: str, metric: str) -> str:

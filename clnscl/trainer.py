@@ -65,10 +65,7 @@ class CoupledTrainer:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.data = data if data is not None else load_data(cfg, device=self.device)
-        n_train = len(self.data.train_y)
-        if cfg.batch_size > n_train:
-            raise ConfigError(f"invalid batch_size={cfg.batch_size}: allowed 2..{n_train} "
-                              f"(the {n_train} training images of the {cfg.n_classes}-class subset)")
+        n_train = len(self.data.train_y)  # load_data refused batch_size > n_train
         self.steps_per_epoch = n_train // cfg.batch_size  # drop_last
         self.augment = SimCLRAugment(image_size=cfg.image_size, mean=self.data.mean, std=self.data.std)
 
@@ -168,7 +165,7 @@ class CoupledTrainer:
         cfg = self.cfg
         self._elapsed += time.perf_counter() - self._t0
         self._t0 = time.perf_counter()
-        rec: dict = {"epoch": self.epoch, "step": self.step, "lr": self.lr, "cum_lr": self.cum_lr,
+        rec: dict = {"epoch": self.epoch, "step": self.step, "step_lr": self.lr, "cum_lr": self.cum_lr,
                      "time_s": self._elapsed}
         if len(set(self.fingerprints.values())) != 1:
             raise RuntimeError(f"shared randomness broken: fingerprints differ {self.fingerprints}")

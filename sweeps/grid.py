@@ -35,7 +35,6 @@ from sweeps.presets import (
     PresetError,
     available_presets,
     load_preset,
-    train_images,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -229,12 +228,6 @@ def plan_sweep(args) -> Plan:
         changes["budget_images"] = None
     preset = preset.replace(**changes)
     points = preset.points()  # ConfigError for the first invalid grid point
-    for cfg in points:  # the trainer refuses B > subset size; catch it before Ray starts
-        n = train_images(cfg)
-        if n is not None and cfg.batch_size > n:
-            raise ConfigError(f"invalid batch_size={cfg.batch_size}: allowed 2..{n} (the {n} "
-                              f"training images of the {cfg.n_classes}-class subset of "
-                              f"{cfg.dataset}; grid point {cfg.run_name()})")
     if preset.gpu > 0 and not any(cfg.device != "cpu" for cfg in points):
         print("warning: trials get a GPU share but device=cpu; set --device cuda or auto",
               file=sys.stderr)
@@ -291,7 +284,7 @@ def plan_sweep(args) -> Plan:
 # --- dry run ---------------------------------------------------------------------------
 def estimate_trial(cfg: TrainConfig, gpu: float) -> dict:
     """Images processed and a rough time for one trial (see THROUGHPUT: an estimate)."""
-    n = train_images(cfg)
+    n = cfg.expected_train_images
     models = len(cfg.objectives)
     kind = "gpu" if gpu > 0 or cfg.device.startswith("cuda") else "cpu"
     if n is None:

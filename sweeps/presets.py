@@ -50,10 +50,6 @@ GRID_KEYS = ("tau", "batch_size", "n_classes", "seeds")
 RESOURCE_KEYS = ("cpu", "gpu")
 # TrainConfig fields that the grid owns (a preset's config: may not set them)
 AXIS_FIELDS = ("tau", "batch_size", "n_classes", "seed")
-# Training images per class (the image budget and the cost estimate need the subset size
-# before loading; synthetic: the config's synthetic_train_per_class). miniimagenet: the
-# 600-per-class release; imagefolder: unknown until loaded.
-TRAIN_PER_CLASS = {"cifar10": 5000, "cifar100": 500, "tinyimagenet": 500, "miniimagenet": 600}
 
 
 class PresetError(ValueError):
@@ -91,19 +87,11 @@ def _coerce(name: str, value):
     return parse_value(f, value)
 
 
-def train_images(cfg: TrainConfig) -> int | None:
-    """Training images of the cfg's class subset, or None when unknown before loading."""
-    if cfg.dataset == "synthetic":
-        return cfg.synthetic_train_per_class * cfg.n_classes
-    per = TRAIN_PER_CLASS.get(cfg.dataset)
-    return per * cfg.n_classes if per else None
-
-
 def apply_budget(cfg: TrainConfig, budget_images: int | None, evals: int = 4) -> TrainConfig:
     """The grid point with epochs/eval_every set from an image budget (None: unchanged)."""
     if not budget_images:
         return cfg
-    n = train_images(cfg)
+    n = cfg.expected_train_images
     if n is None:
         raise ConfigError(f"invalid budget_images={budget_images}: the subset size of dataset "
                           f"{cfg.dataset} is only known once loaded; set epochs instead")
@@ -315,12 +303,10 @@ def load_preset(name_or_path: str) -> Preset:
 
 __all__ = [
     "PRESET_DIR",
-    "TRAIN_PER_CLASS",
     "Preset",
     "PresetError",
     "apply_budget",
     "available_presets",
     "load_preset",
     "resolve_preset_path",
-    "train_images",
 ]

@@ -35,7 +35,7 @@ def _metrics(tau, C, seed, rng):
     out = []
     for ep in range(EPOCHS + 1):
         cum = 0.5 * ep
-        rec = {"epoch": ep, "step": 10 * ep, "lr": 0.5, "cum_lr": cum, "cl/loss": 5 - 0.2 * ep,
+        rec = {"epoch": ep, "step": 10 * ep, "step_lr": 0.5, "cum_lr": cum, "cl/loss": 5 - 0.2 * ep,
                "cl/knn_acc": 0.3 + 0.05 * ep}
         if ep == EPOCHS:
             rec["cl/probe_acc"] = 0.6

@@ -30,7 +30,7 @@ def _records(C, seed, nan_loss_at=None, inf_at=None):
     out = []
     for ep in range(EPOCHS + 1):
         rho = 0.2 / C + 0.01 * ep + 0.001 * seed
-        r = {"epoch": ep, "step": 5 * ep, "lr": 0.1, "cum_lr": 0.5 * ep,
+        r = {"epoch": ep, "step": 5 * ep, "step_lr": 0.1, "cum_lr": 0.5 * ep,
              "cl/loss": 4.0 - 0.1 * ep, "nscl/loss": 3.9 - 0.1 * ep,
              "cl/knn_acc": 0.2 + 0.1 * ep, "nscl/knn_acc": 0.25 + 0.1 * ep,
              "nscl/param_dist": 0.0 if ep == 0 else 0.01 * math.exp(ep),

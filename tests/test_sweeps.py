@@ -72,12 +72,12 @@ def test_published_scale_presets(name, dataset, classes, proj_dim, size):
 
 def test_image_budget_sets_epochs_per_point(tmp_path):
     """Equal images per trial: epochs = ceil(budget / subset size), so S_T is equal across C."""
-    from sweeps.presets import apply_budget, train_images
+    from sweeps.presets import apply_budget
 
     p = load_preset("quick")
     assert p.budget_images
     for c in p.points():
-        n = train_images(c)
+        n = c.expected_train_images
         assert c.epochs == math.ceil(p.budget_images / n)
         assert c.eval_every == max(1, c.epochs // p.evals)
     base = TrainConfig(n_classes=10, synthetic_train_per_class=50, batch_size=64, epochs=20)
