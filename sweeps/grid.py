@@ -537,11 +537,8 @@ def format_points(points, seeds: int) -> str:
 
 
 def _run_analysis(plan: Plan) -> None:
-    try:
-        from analysis.report import write_report
-    except ImportError as e:
-        print(f"analysis: skipped (analysis.report.write_report not available: {e})")
-        return
+    from analysis import write_report
+
     out_dir = Path.cwd() / "analysis_out" / plan.name
     try:
         report = write_report(experiment=plan.name, tracking_uri=plan.tracking_uri,
