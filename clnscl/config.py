@@ -167,7 +167,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         """Build from a plain dict (e.g. a Tune config), refusing unknown keys by name."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
@@ -178,7 +178,7 @@ class TrainConfig:
             d["objectives"] = tuple(d["objectives"])
         return cls(**d)
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def run_name(self) -> str:
@@ -186,4 +186,36 @@ class TrainConfig:
         return f"tau={self.tau:g} B={self.batch_size} C={self.n_classes} seed={self.seed}"
 
 
-__all__ = ["TrainConfig", "ConfigError", "DATASET_CLASSES", "ARCHS", "OBJECTIVES"]
+def parse_field(name: str, text: str):
+    """Typed value of config field ``name`` from a string (CLI ``--set``, YAML strings)."""
+    by_name = {f.name: f for f in fields(TrainConfig)}
+    if name not in by_name:
+        raise ConfigError(f"unknown config field {name!r}: allowed {', '.join(by_name)}")
+    kind = str(by_name[name].type)
+    if text.lower() in ("none", "null") and "None" in kind:
+        return None
+    if kind.startswith("bool"):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"invalid {name}={text!r}: allowed true, false")
+        return text.lower() in ("true", "1")
+    for prefix, cast, allowed in (("int", int, "an integer"), ("float", float, "a number")):
+        if kind.startswith(prefix):
+            try:
+                return cast(text)
+            except ValueError:
+                raise ConfigError(f"invalid {name}={text!r}: allowed {allowed}") from None
+    if kind.startswith("tuple"):
+        return tuple(t.strip() for t in text.split(",") if t.strip())
+    return text
+
+
+def parse_assignment(item: str) -> tuple[str, object]:
+    """``"FIELD=VALUE"`` -> (field, typed value), naming the allowed fields on error."""
+    name, sep, text = item.partition("=")
+    allowed = ", ".join(f.name for f in fields(TrainConfig))
+    if not sep or name not in {f.name for f in fields(TrainConfig)}:
+        raise ConfigError(f"invalid --set {item!r}: use FIELD=VALUE with FIELD one of {allowed}")
+    return name, parse_field(name, text)
+
+
+__all__ = ["ARCHS", "DATASET_CLASSES", "OBJECTIVES", "ConfigError", "TrainConfig", "parse_assignment", "parse_field"]

@@ -7,14 +7,13 @@ Prints progress and a per-epoch table; `--json out.json` writes the records;
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
 import sys
 import time
 
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, parse_assignment
 
 # CLI flag -> TrainConfig field (flags users type; every other field via --set FIELD=VALUE)
 FLAGS = {
@@ -26,30 +25,6 @@ FLAGS = {
 }
 TABLE_COLUMNS = ["epoch", "cl/loss", "nscl/loss", "cl/knn_acc", "nscl/knn_acc", "nscl/cka",
                  "nscl/rsa", "nscl/rho", "nscl/param_dist", "supcon/cka", "ce/cka", "time_s"]
-
-
-def parse_value(field: dataclasses.Field, text: str):
-    """Typed value for a config field from a string (used by --set and sweep overrides)."""
-    if text.lower() in ("none", "null") and "None" in str(field.type):
-        return None
-    kind = str(field.type)
-    if kind.startswith("bool"):
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ConfigError(f"invalid {field.name}={text!r}: allowed true, false")
-        return text.lower() in ("true", "1")
-    if kind.startswith("int"):
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigError(f"invalid {field.name}={text!r}: allowed an integer") from None
-    if kind.startswith("float"):
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(f"invalid {field.name}={text!r}: allowed a number") from None
-    if kind.startswith("tuple"):
-        return tuple(t.strip() for t in text.split(",") if t.strip())
-    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,13 +64,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = {field: getattr(args, flag) for flag, field in FLAGS.items()}
     values["download"] = args.download
     values["include_positive"] = args.include_positive
-    by_name = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    for item in args.set:
-        name, sep, text = item.partition("=")
-        if not sep or name not in by_name:
-            raise ConfigError(f"invalid --set {item!r}: use FIELD=VALUE with FIELD one of "
-                              f"{', '.join(by_name)}")
-        values[name] = parse_value(by_name[name], text)
+    values.update(parse_assignment(item) for item in args.set)
     return TrainConfig(**values)
 
 

@@ -16,7 +16,7 @@ import copy
 import hashlib
 import os
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -261,4 +261,4 @@ def _encoder_view(model: Encoder) -> torch.nn.Module:
     return torch.nn.ModuleDict({"backbone": model.backbone, "projector": model.projector})
 
 
-__all__ = ["CoupledTrainer", "DivergedError", "resolve_device", "objective_loss"]
+__all__ = ["CoupledTrainer", "DivergedError", "objective_loss", "resolve_device"]

@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: python sweeps/grid.py
     if _ROOT not in sys.path:
         sys.path.insert(0, _ROOT)
 
-from clnscl.config import DATASET_CLASSES, ConfigError, TrainConfig
+from clnscl.config import DATASET_CLASSES, ConfigError, TrainConfig, parse_assignment
 from sweeps import tracking
 from sweeps.presets import (
     Preset,
@@ -164,25 +164,19 @@ def check_storage(path: str) -> str:
 
 
 def _config_overrides(args) -> dict:
-    from clnscl.train import parse_value
-
     out = {}
     for flag, fld in (("epochs", "epochs"), ("objectives", "objectives"), ("dataset", "dataset"),
                       ("data_root", "data_root"), ("arch", "arch"), ("device", "device")):
         v = getattr(args, flag)
         if v is not None:
             out[fld] = v
-    by_name = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for item in args.set:
-        name, sep, text = item.partition("=")
-        if not sep or name not in by_name:
-            raise UsageError(f"invalid --set {item!r}: use FIELD=VALUE with FIELD one of "
-                             f"{', '.join(by_name)}")
+        name, value = parse_assignment(item)
         if name in ("tau", "batch_size", "n_classes", "seed"):
             flag = {"n_classes": "--classes", "seed": "--seeds"}.get(
                 name, "--" + name.replace("_", "-"))
             raise UsageError(f"invalid --set {item!r}: {name} is a grid axis, use {flag}")
-        out[name] = parse_value(by_name[name], text)
+        out[name] = value
     return out
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from clnscl.config import ConfigError, TrainConfig
+from clnscl.config import ConfigError, TrainConfig, parse_field
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -77,14 +77,12 @@ def resolve_preset_path(name_or_path: str) -> Path:
 
 def _coerce(name: str, value):
     """YAML 1.1 reads ``1e-6`` as a string: parse strings of typed fields with the same
-    parser as the single-trial CLI (clnscl.train.parse_value), so errors read the same."""
-    from clnscl.train import parse_value
-
+    parser as the CLIs' --set (clnscl.config.parse_field), so errors read the same."""
     by_name = {f.name: f for f in dataclasses.fields(TrainConfig)}
     f = by_name.get(name)
     if f is None or not isinstance(value, str) or str(f.type).startswith("str"):
         return value
-    return parse_value(f, value)
+    return parse_field(name, value)
 
 
 def apply_budget(cfg: TrainConfig, budget_images: int | None, evals: int = 4) -> TrainConfig:

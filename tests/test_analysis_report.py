@@ -67,24 +67,6 @@ def _metrics(tau, C, seed, rng):
     return out
 
 
-def fresh_store(tmp_path_factory, name):
-    """A new SQLite MLflow store: a copy of one initialised per test session (creating the
-    MLflow schema takes seconds; copying the file takes none)."""
-    import shutil
-
-    from mlflow import MlflowClient
-
-    template = tmp_path_factory.getbasetemp() / "mlflow_template.db"
-    if not template.exists():
-        tmp = tmp_path_factory.getbasetemp() / "mlflow_template.tmp.db"
-        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments()
-        tmp.rename(template)
-    root = tmp_path_factory.mktemp(name)
-    shutil.copy(template, root / "mlflow.db")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    return root, uri, MlflowClient(tracking_uri=uri)
-
-
 def build_fake_sweep(root, uri, client):
     """Parent + 12 finished children (tau x C x seed, planted trends) + 1 FAILED child."""
     eid = client.create_experiment("toy_sweep", artifact_location=str(root / "artifacts"))
@@ -113,8 +95,8 @@ def build_fake_sweep(root, uri, client):
 
 
 @pytest.fixture(scope="module")
-def fake_sweep(tmp_path_factory):
-    return build_fake_sweep(*fresh_store(tmp_path_factory, "sweep"))
+def fake_sweep(fresh_mlflow_store):
+    return build_fake_sweep(*fresh_mlflow_store("sweep"))
 
 
 @pytest.fixture(scope="module")

@@ -57,24 +57,6 @@ def _records(C, seed, nan_loss_at=None, inf_at=None):
     return out
 
 
-def fresh_store(tmp_path_factory, name):
-    """A new SQLite MLflow store: a copy of one initialised per test session (creating the
-    MLflow schema takes seconds; copying the file takes none)."""
-    import shutil
-
-    from mlflow import MlflowClient
-
-    template = tmp_path_factory.getbasetemp() / "mlflow_template.db"
-    if not template.exists():
-        tmp = tmp_path_factory.getbasetemp() / "mlflow_template.tmp.db"
-        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments()
-        tmp.rename(template)
-    root = tmp_path_factory.mktemp(name)
-    shutil.copy(template, root / "mlflow.db")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    return root, uri, MlflowClient(tracking_uri=uri)
-
-
 # ---------------------------------------------------------------------------------------
 # MLflow
 
@@ -99,8 +81,8 @@ def _log_trial(client, eid, parent_id, name, cfg, records, status="FINISHED", ta
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root, uri, client = fresh_store(tmp_path_factory, "mlstore")
+def store(fresh_mlflow_store):
+    root, uri, client = fresh_mlflow_store("mlstore")
     eid = client.create_experiment("sweep_a", artifact_location=str(root / "art_a"))
     client.create_experiment("other", artifact_location=str(root / "art_o"))
     old = client.create_run(eid, run_name="sweep_a (older attempt)", start_time=1000)
