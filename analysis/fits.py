@@ -46,7 +46,11 @@ X_LABEL = {"C": "C", "tau": "tau", "B": "B"}
 MEASURES = ("1-cka", "1-rsa", "rho")
 FEATURES = ("backbone", "proj")
 SEED_COLUMNS = ("seed", "class_seed")
-NON_SLICE = ("objectives",)  # constant within a sweep in practice, never a slice on its own
+# constant within a sweep in practice, or bookkeeping that does not change training
+NON_SLICE = ("objectives", "eval_every")
+# under an image budget (tag budget_images) epochs are derived per grid point so that S_T
+# is equal across C and B: they are not a grid axis then
+BUDGET_DERIVED = ("epochs",)
 
 
 # ---------------------------------------------------------------------------------------
@@ -310,6 +314,9 @@ def slice_columns(df: pd.DataFrame, exclude=()) -> list[str]:
     from .tables import SCIENTIFIC_PARAMS
 
     skip = set(exclude) | set(SEED_COLUMNS) | {"objective"} | set(NON_SLICE)
+    if "budget_images" in df.columns and df["budget_images"].astype(str).str.strip().ne("").all() \
+            and not df["budget_images"].isna().any():
+        skip |= set(BUDGET_DERIVED)
     out = []
     for c in SCIENTIFIC_PARAMS:
         if c in df.columns and c not in skip and df[c].astype(str).nunique() > 1:

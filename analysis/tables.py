@@ -63,7 +63,7 @@ LEAD_COLUMNS = ("trial", "objective", "dataset", "n_classes", "tau", "batch_size
 
 
 # run tags worth a column (others, e.g. fingerprints and node ids, stay in MLflow)
-TAG_COLUMNS = ("class_ids", "attempts", "trial_name")
+TAG_COLUMNS = ("class_ids", "attempts", "trial_name", "budget_images")
 
 
 class SweepNotFoundError(LookupError):

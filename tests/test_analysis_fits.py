@@ -280,3 +280,16 @@ def test_compare_objectives_claim3():
     assert not row["nscl_highest"].iloc[0]
     only = compare_objectives(t[t["objective"] == "nscl"])
     assert only["note"].str.contains("needs supcon or ce").all()
+
+
+def test_budget_derived_epochs_are_not_a_slice():
+    """Under an image budget epochs differ per C by design: fits over C must pool them."""
+    import pandas as pd
+
+    from analysis.fits import slice_columns
+
+    df = pd.DataFrame({"n_classes": [2, 8, 32, 2, 8, 32], "tau": [0.2] * 3 + [1.0] * 3,
+                       "epochs": [64, 16, 4] * 2, "eval_every": [16, 4, 1] * 2})
+    assert slice_columns(df, exclude=("n_classes",)) == ["tau", "epochs"]
+    df["budget_images"] = "4096"
+    assert slice_columns(df, exclude=("n_classes",)) == ["tau"]

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 # a trial of a few seconds: 2 classes x 16 images, 16x16, 3 epochs of 2 steps
-TINY = ["--epochs", "3", "--batch-size", "16", "--classes", "2",
+TINY = ["--epochs", "3", "--batch-size", "16", "--classes", "2", "--objectives", "cl,nscl",
         "--set", "synthetic_train_per_class=16", "--set", "synthetic_test_per_class=8",
         "--set", "image_size=16", "--set", "eval_size=16", "--set", "knn_k=5",
         "--set", "warmup_epochs=1", "--cpus-per-trial", "1", "--no-analysis",
