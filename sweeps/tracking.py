@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -372,7 +373,9 @@ def ui_hint(uri: str, experiment_id: str | None = None, port: int = 5000) -> tup
     """The command that opens the store in the MLflow UI and the URL of the runs table
     (MLflow 3's UI opens on a GenAI page: go straight to the experiment's runs)."""
     if uri.startswith("sqlite:"):
-        cmd = f"mlflow ui --backend-store-uri {uri} --port {port}"
+        # the mlflow beside this interpreter (.venv/bin/mlflow), so the command works as printed
+        exe = Path(sys.executable).parent / "mlflow"
+        cmd = f"{exe if exe.exists() else 'mlflow'} ui --backend-store-uri {uri} --port {port}"
         base = f"http://127.0.0.1:{port}"
     else:
         cmd = f"(server already running) open {uri}"

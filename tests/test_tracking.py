@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.server
 import socket
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -168,5 +170,6 @@ def test_provenance_and_ui_hint():
         assert tags[f"version.{pkg}"] and tags[f"version.{pkg}"] != "not installed"
     assert len(tags.get("git_commit", "0" * 40)) == 40
     cmd, url = T.ui_hint("sqlite:////abs/mlflow.db", "3")
-    assert cmd == "mlflow ui --backend-store-uri sqlite:////abs/mlflow.db --port 5000"
+    assert cmd.endswith("mlflow ui --backend-store-uri sqlite:////abs/mlflow.db --port 5000")
+    assert cmd.split()[0] in ("mlflow", str(Path(sys.executable).parent / "mlflow"))
     assert url == "http://127.0.0.1:5000/#/experiments/3/runs"
