@@ -79,6 +79,79 @@ def test_cluster_mlflow_server_on_loopback_with_s3_artifacts(cluster_config):
     assert "sqlite:///$HOME/" in head  # absolute SQLite path on the head
 
 
+# --- file_mounts: the repository as `ray up` rsyncs it ------------------------------------
+def _rsync_as_ray_does(config: dict, src: Path, dst: Path) -> None:
+    """rsync ``src`` to ``dst`` with the arguments Ray's SSH command runner builds from the
+    config's ``rsync_exclude``/``rsync_filter`` (``-avz`` + filters + ``src/ dst/``)."""
+    import shutil
+    import subprocess
+
+    from ray.autoscaler._private.command_runner import SSHCommandRunner
+
+    if shutil.which("rsync") is None:
+        pytest.fail("rsync is not installed (apt-get install rsync): `ray up` needs it too")
+    opts = {"rsync_exclude": config.get("rsync_exclude"),
+            "rsync_filter": config.get("rsync_filter")}
+    args = SSHCommandRunner._create_rsync_filter_args(None, opts)
+    subprocess.run(["rsync", "-az", *args, f"{src}/", f"{dst}/"], check=True, cwd=src,
+                   capture_output=True, text=True)
+
+
+def _git_files(root: Path) -> list[str]:
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=root, check=True,
+                         capture_output=True, text=True).stdout
+    return [f for f in out.split("\0") if f and (root / f).is_file()]
+
+
+def test_rsync_excludes_keep_every_project_file(cluster_config, tmp_path):
+    """The YAML's own exclude list, applied with real rsync to this repository: every
+    tracked file arrives (clnscl/data/ included), the venv, .git and results do not."""
+    assert cluster_config["file_mounts"]["~/clnscl"] == "."
+    dst = tmp_path / "node"
+    _rsync_as_ray_does(cluster_config, ROOT, dst)
+    tracked = _git_files(ROOT)
+    assert any(f.startswith("clnscl/data/") for f in tracked)
+    missing = [f for f in tracked if not (dst / f).is_file()]
+    assert not missing, f"files that would not reach the nodes: {missing}"
+    # and every package file on disk (tracked or not yet), not only what git knows
+    for pkg in ("clnscl", "sweeps", "analysis"):
+        for f in (ROOT / pkg).rglob("*.py"):
+            if "__pycache__" not in f.parts:
+                assert (dst / f.relative_to(ROOT)).is_file(), f
+    assert not (dst / ".venv").exists() and not (dst / ".git").exists()
+
+
+def test_rsync_excludes_drop_results_only_at_the_root(cluster_config, tmp_path):
+    """Data, results and stores at the root stay behind; same-named folders deeper in the
+    tree (a package called data) travel."""
+    src = tmp_path / "repo"
+    for rel in ("data/cifar-10-batches-py/data_batch_1", "ray_results/x/result.json",
+                "mlartifacts/1/a.txt", "analysis_out/q/report.md", "mlflow.db",
+                "runs/r.json", ".venv/bin/python", ".git/HEAD", "clnscl/__pycache__/a.pyc",
+                # must arrive:
+                "clnscl/data/__init__.py", "clnscl/data/synthetic.py", "sweeps/data/x.yaml",
+                "analysis/runs/keep.py", "docs/mlflow.db.md", "scripts/setup_node.sh"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text("x")
+    dst = tmp_path / "node"
+    _rsync_as_ray_does(cluster_config, src, dst)
+    arrived = {str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file()}
+    assert arrived == {"clnscl/data/__init__.py", "clnscl/data/synthetic.py",
+                       "sweeps/data/x.yaml", "analysis/runs/keep.py", "docs/mlflow.db.md",
+                       "scripts/setup_node.sh"}
+
+
+def test_unanchored_data_exclude_loses_the_data_package(cluster_config, tmp_path):
+    """The check above catches the old list: unanchored "data" drops clnscl/data/."""
+    old = dict(cluster_config, rsync_exclude=["**/.venv", "**/.git", "data"], rsync_filter=[])
+    dst = tmp_path / "node"
+    _rsync_as_ray_does(old, ROOT / "clnscl", dst)
+    assert (dst / "config.py").is_file()
+    assert not (dst / "data").exists()
+
+
 # --- two nodes, one lost mid-sweep ---------------------------------------------------------
 TINY = ["--epochs", "6", "--batch-size", "16", "--classes", "2",
         "--set", "synthetic_train_per_class=16", "--set", "synthetic_test_per_class=8",
