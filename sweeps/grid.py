@@ -182,10 +182,16 @@ def _config_overrides(args) -> dict:
 
 def _check_local_resources(preset: Preset, args) -> None:
     """A sweep that will start its own local Ray must fit one trial on this machine; on a
-    cluster (--address, $RAY_ADDRESS, a running Ray) the autoscaler may add GPU nodes."""
+    cluster started by `ray up` a trial must fit one of the node types the autoscaler can
+    add (its GPUs count, not the head's); a cluster without autoscaler config is trusted."""
     import ray
 
-    if args.dry_run or args.address or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+    if args.dry_run or ray.is_initialized():
+        return
+    if cluster_address(args):
+        types = cluster_node_types()
+        if types is not None:
+            check_cluster_resources(preset, types)
         return
     cpus = os.cpu_count() or 1
     if preset.cpu > cpus:
@@ -200,6 +206,156 @@ def _check_local_resources(preset: Preset, args) -> None:
                 f"invalid resources.gpu={preset.gpu:g}: this machine has {gpus} GPUs (run the "
                 "published-scale presets on a GPU machine or cluster, --address; or use "
                 "--gpus-per-trial 0 --device cpu)")
+
+
+# --- data: found (or downloaded once) on the driver, before Ray starts -------------------
+FOLDER_SETS = ("tinyimagenet", "miniimagenet", "imagefolder")
+
+
+def _abs_root(root: str) -> str:
+    return str(Path(os.path.expanduser(root)).resolve())
+
+
+def resolve_data_root(preset: Preset) -> Preset:
+    """The data root of a file-backed data set made absolute on the driver (trials run in
+    their own working folders, where a relative root means something else). A preset
+    without one gets the loader's default root, resolved here."""
+    cfg = preset.config
+    dataset = cfg.get("dataset", "synthetic")
+    root = cfg.get("data_root")
+    if dataset == "synthetic":
+        return preset
+    if root in (None, ""):
+        if dataset in ("cifar10", "cifar100"):
+            root = "./data"
+        else:
+            from clnscl.data.torchvision_sets import DEFAULT_ROOTS
+
+            root = DEFAULT_ROOTS.get(dataset)
+            if root is None:
+                raise UsageError(f"invalid --data-root (none): dataset {dataset!r} needs a "
+                                 "folder with train/<class>/ and val/<class>/ (or test/<class>/)")
+    if _is_uri(str(root)):
+        raise UsageError(f"invalid --data-root {root!r}: allowed a local folder (the same path "
+                         "on every node), not a URI")
+    absolute = _abs_root(str(root))
+    return preset if absolute == root else preset.replace(config={"data_root": absolute})
+
+
+def _download_lock(root: Path):
+    """An exclusive file lock in the data root: one download per machine at a time."""
+    import contextlib
+    import fcntl
+
+    @contextlib.contextmanager
+    def lock():
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / ".clnscl-download.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+    return lock()
+
+
+def check_data(cfg: TrainConfig) -> None:
+    """The data set of a sweep exists under its (absolute) root; with download=true a
+    missing CIFAR set is fetched once here (under a file lock). Raises UsageError naming
+    the path and what was expected."""
+    name, root = cfg.dataset, cfg.data_root
+    if name == "synthetic":
+        return
+    root_p = Path(root)
+    if name in ("cifar10", "cifar100"):
+        from clnscl.data.torchvision_sets import CIFAR_CLASSES, cifar_files
+
+        missing = [p for p in cifar_files(name, root_p) if not p.is_file()]
+        if missing and cfg.download:
+            print(f"Downloading {name} once into {root} (before any trial starts) ...",
+                  flush=True)
+            try:
+                with _download_lock(root_p):
+                    CIFAR_CLASSES[name](str(root_p), train=True, download=True)
+                    CIFAR_CLASSES[name](str(root_p), train=False, download=True)
+            except Exception as e:  # noqa: BLE001 - no network, no space: a usage problem
+                raise UsageError(f"invalid --data-root {root!r}: downloading {name} failed "
+                                 f"({type(e).__name__}: {e})") from None
+            missing = [p for p in cifar_files(name, root_p) if not p.is_file()]
+        if missing:
+            folder = root_p / CIFAR_CLASSES[name].base_folder
+            raise UsageError(
+                f"dataset {name} not found: data root {root!r} lacks {len(missing)} file(s), "
+                f"e.g. {missing[0]} (expected the folder {folder} with "
+                f"{', '.join(p.name for p in cifar_files(name, root_p))}). Point --data-root "
+                "at the folder that contains it, or add --set download=true to fetch it once "
+                "before the trials (needs internet)")
+        return
+    train_dir = root_p / "train" if (root_p / "train").is_dir() else root_p
+    if not train_dir.is_dir() or not any(p.is_dir() for p in train_dir.iterdir()):
+        raise UsageError(
+            f"dataset {name} not found: no class folders under data root {root!r} (expected "
+            f"{root_p / 'train'}/<class>/<images> with val/<class>/ or test/<class>/, or "
+            "<class>/<images> directly under the root); these sets are not downloaded, "
+            "set --data-root")
+
+
+# --- the cluster: joined, or a local Ray on loopback -----------------------------------
+def autoscaler_config_path() -> Path:
+    """Where `ray up` leaves the autoscaler's config on the head node."""
+    return Path(os.path.expanduser("~")) / "ray_bootstrap_config.yaml"
+
+
+def cluster_address(args) -> str | None:
+    """--address, else $RAY_ADDRESS, else "auto" on the head of a `ray up` cluster (its
+    autoscaler config is there; `ray exec` sets no RAY_ADDRESS), else None: a local Ray."""
+    if args.address:
+        return args.address
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    if autoscaler_config_path().is_file():
+        return "auto"
+    return None
+
+
+def cluster_node_types(path: Path | None = None) -> dict[str, dict] | None:
+    """{node type: {"CPU": n, "GPU": n, "max_workers": n}} of the autoscaler config, or
+    None when there is none (a fixed cluster: Ray places the trials)."""
+    import yaml
+
+    path = path or autoscaler_config_path()
+    if not path.is_file():
+        return None
+    conf = yaml.safe_load(path.read_text()) or {}
+    head = conf.get("head_node_type")
+    out = {}
+    for name, nt in (conf.get("available_node_types") or {}).items():
+        res = nt.get("resources") or {}
+        n = nt.get("max_workers", conf.get("max_workers", 0)) if name != head else 1
+        out[name] = {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0)),
+                     "max_workers": int(n or 0)}
+    return out
+
+
+def check_cluster_resources(preset: Preset, node_types: dict[str, dict]) -> dict[str, int]:
+    """The node types a trial fits on and how many trials the autoscaler can run at once
+    there (workers it can add x trials per node). UsageError when none fits."""
+    fits = {}
+    for name, r in node_types.items():
+        if r["max_workers"] <= 0:
+            continue
+        per_node = r["CPU"] // preset.cpu if preset.cpu > 0 else 10**6
+        if preset.gpu > 0:
+            per_node = min(per_node, r["GPU"] // preset.gpu)
+        if per_node >= 1:
+            fits[name] = int(per_node * r["max_workers"])
+    if not fits:
+        have = ", ".join(f"{k} ({v['CPU']:g} CPU, {v['GPU']:g} GPU, up to {v['max_workers']})"
+                         for k, v in node_types.items())
+        raise UsageError(f"invalid resources cpu={preset.cpu:g} gpu={preset.gpu:g}: no node "
+                         f"type of the cluster can hold one trial; node types: {have} "
+                         "(use --cpus-per-trial / --gpus-per-trial, or add a node type)")
+    return fits
 
 
 def plan_sweep(args) -> Plan:
@@ -220,8 +376,10 @@ def plan_sweep(args) -> Plan:
         changes["budget_images"] = args.budget_images or None
     elif args.epochs is not None:
         changes["budget_images"] = None
-    preset = preset.replace(**changes)
+    preset = resolve_data_root(preset.replace(**changes))
     points = preset.points()  # ConfigError for the first invalid grid point
+    if not args.dry_run:
+        check_data(points[0])  # one dataset and root per sweep
     if preset.gpu > 0 and not any(cfg.device != "cpu" for cfg in points):
         print("warning: trials get a GPU share but device=cpu; set --device cuda or auto",
               file=sys.stderr)
@@ -256,12 +414,15 @@ def plan_sweep(args) -> Plan:
         if kept:
             print(f"warning: resuming sweep {name!r}: its original {' and '.join(kept)} "
                   f"({', '.join(str(was[k]) for k in kept)}) stay in force", file=sys.stderr)
-    uri = args.tracking_uri or (stored.get("tracking_uri") if resume else None) \
-        or os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_tracking_uri()
-    if resume and stored.get("tracking_uri") and uri != stored["tracking_uri"]:
-        raise UsageError(f"sweep {name!r} logs to {stored['tracking_uri']}; resume it with the "
-                         f"same --tracking-uri (got {uri}) or choose another --name")
+    # --tracking-uri, then $MLFLOW_TRACKING_URI, then the store the sweep used last: a sweep
+    # resumed on a new head (new server address, or the database moved) follows the user
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
+        or (stored.get("tracking_uri") if resume else None) or tracking.default_tracking_uri()
     tracking.check_tracking_uri(uri)
+    if resume and stored.get("tracking_uri") and uri != stored["tracking_uri"]:
+        print(f"note: sweep {name!r} logged to {tracking.redact(stored['tracking_uri'])} "
+              f"before; it now logs to {tracking.redact(uri)} (trial runs missing there are "
+              "created and back-filled from the checkpoints)", file=sys.stderr)
     fault = None
     if args.inject_fault:
         try:
@@ -428,13 +589,19 @@ def _start_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
+        # a local Ray listens on loopback only (Ray's own switch; its processes inherit it)
+        from ray._private import ray_constants
+
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
         pp = os.environ.get("PYTHONPATH", "")
-        env = {"PYTHONPATH": str(REPO_ROOT) + (os.pathsep + pp if pp else "")}
-        ray.init(runtime_env={"env_vars": env}, include_dashboard=False)
+        env = {"PYTHONPATH": str(REPO_ROOT) + (os.pathsep + pp if pp else ""),
+               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        ray.init(runtime_env={"env_vars": env}, include_dashboard=False,
+                 _node_ip_address="127.0.0.1")
     return True
 
 
@@ -574,7 +741,7 @@ def run_sweep(plan: Plan, args) -> int:
     started_ray = False
     status, code, error = "FAILED", 1, "sweep failed"
     try:
-        started_ray = _start_ray(args.address)
+        started_ray = _start_ray(cluster_address(args))
         sweep_ctx = {"tracking_uri": plan.tracking_uri, "experiment_id": exp_id,
                      "parent_run_id": parent, "checkpoint_every": p.checkpoint_every,
                      "cpus_per_trial": p.cpu, "sweep_name": plan.name, "fault": plan.fault,

@@ -111,10 +111,55 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
     if scheme in ("", "file"):
         raise TrackingError(f"tracking URI {uri!r}: MLflow 3 refuses the file store; use "
                             f"{default_tracking_uri()} or an http:// server")
-    if scheme.split("+")[0] in ("postgresql", "mysql", "mssql", "databricks"):
-        return uri  # checked when the experiment is created, still before Ray starts
-    raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {scheme!r}; use "
-                        "sqlite:////abs/path/mlflow.db or http://host:5000")
+    if scheme.split("+")[0] in ("postgresql", "postgres"):
+        if scheme.split("+")[0] == "postgres":
+            raise TrackingError(f"tracking URI {redact(uri)!r}: unsupported scheme 'postgres'; "
+                                "use postgresql://user:password@host:5432/database")
+        return _check_database(uri, timeout)
+    if scheme.split("+")[0] in ("mysql", "mssql"):
+        return _check_database(uri, timeout)
+    if scheme == "databricks":
+        return uri
+    raise TrackingError(f"tracking URI {redact(uri)!r}: unsupported scheme {scheme!r}; use "
+                        "sqlite:////abs/path/mlflow.db, postgresql://user:pw@host:5432/db or "
+                        "http://host:5000")
+
+
+def redact(uri: str) -> str:
+    """The URI with any password replaced by ***, for messages and tags."""
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.password:
+        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
+        return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
+    return uri
+
+
+def _check_database(uri: str, timeout: float) -> str:
+    """A SQL store (postgresql://user:pw@host:port/db) must accept a connection."""
+    shown = redact(uri)
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    try:
+        import sqlalchemy
+    except ImportError:  # pragma: no cover - mlflow depends on it
+        raise TrackingError(f"tracking URI {shown!r}: sqlalchemy is not installed") from None
+    if scheme.startswith("postgresql"):
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            raise TrackingError(f"tracking URI {shown!r}: the PostgreSQL driver is missing; "
+                                "pip install psycopg2-binary") from None
+    args = {"connect_timeout": int(max(1, timeout))} if scheme.startswith("postgresql") else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        engine.dispose()
+    except Exception as e:  # noqa: BLE001 - any driver error: refuse, naming the URI
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrackingError(f"tracking URI {shown!r}: the database does not accept a "
+                            f"connection ({first.replace(uri, shown)}); start it, check host, "
+                            "port, user, password and database name") from None
+    return uri
 
 
 # --- client and retries ----------------------------------------------------------------

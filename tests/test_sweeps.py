@@ -182,6 +182,98 @@ def test_trial_bigger_than_this_machine_exits_2(capsys, tmp_path):
     assert not ray.is_initialized()
 
 
+# --- data found before compute; a local Ray on loopback ----------------------------------
+@pytest.mark.parametrize("argv, words", [
+    (["--dataset", "cifar10", "--classes", "4", "--data-root", "/nonexistent/dir"],
+     ["dataset cifar10 not found", "'/nonexistent/dir'", "cifar-10-batches-py",
+      "data_batch_1", "download=true"]),
+    (["--dataset", "cifar100", "--classes", "4", "--batch-size", "64", "--data-root",
+      "/nonexistent/c100"], ["dataset cifar100 not found", "cifar-100-python"]),
+    (["--dataset", "tinyimagenet", "--classes", "4", "--batch-size", "64", "--data-root",
+      "/nonexistent/tiny"], ["dataset tinyimagenet not found", "'/nonexistent/tiny'",
+                             "/nonexistent/tiny/train/<class>"]),
+])
+def test_missing_dataset_exits_2_before_ray_starts(argv, words, capsys, tmp_path):
+    import ray
+
+    before = ray.is_initialized()
+    t0 = time.time()
+    rc = grid.main(argv + ["--storage", str(tmp_path), "--tracking-uri",
+                           f"sqlite:///{tmp_path}/mlflow.db"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert time.time() - t0 < 10
+    assert ray.is_initialized() == before
+    for w in words:
+        assert w in err
+
+
+def _fake_cifar10(root: Path) -> None:
+    from clnscl.data.torchvision_sets import cifar_files
+
+    for f in cifar_files("cifar10", root):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"")
+
+
+def test_data_root_made_absolute_on_the_driver(tmp_path, monkeypatch):
+    """A relative --data-root (or none: the loader's ./data) names the driver's folder,
+    not each trial's working folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _fake_cifar10(tmp_path / "mydata")
+    common = ["--dataset", "cifar10", "--classes", "4", "--batch-size", "16",
+              "--storage", str(tmp_path / "rr")]
+    plan = grid.plan_sweep(grid.build_parser().parse_args(common + ["--data-root", "mydata"]))
+    assert {c.data_root for c in plan.points} == {str(tmp_path / "mydata")}
+    assert plan.preset.base_config()["data_root"] == str(tmp_path / "mydata")  # what trials get
+    _fake_cifar10(tmp_path / "data")
+    plan = grid.plan_sweep(grid.build_parser().parse_args(common))
+    assert {c.data_root for c in plan.points} == {str(tmp_path / "data")}
+    # the synthetic set needs no root and gets none
+    plan = grid.plan_sweep(grid.build_parser().parse_args(["--storage", str(tmp_path / "rr")]))
+    assert plan.points[0].data_root is None
+
+
+LOOPBACK_PROBE = """
+import json, os, subprocess, sys
+sys.path.insert(0, {root!r})
+from sweeps import grid
+import ray
+grid._start_ray(None)
+node = ray.nodes()[0]["NodeManagerAddress"]
+pids = [str(p.process.pid) for procs in ray._private.worker._global_node.all_processes.values()
+        for p in procs]
+ss = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines()
+mine = [l.split()[3] for l in ss if any(f"pid={{p}}," in l for p in pids)]
+ray.shutdown()
+print(json.dumps({{"node": node, "listen": mine}}))
+"""
+
+
+@pytest.mark.slow
+def test_local_ray_listens_on_loopback_only(tmp_path):
+    """grid.py's own Ray binds 127.0.0.1, even without the test suite's loopback setting."""
+    import os
+    import shutil
+
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env["HOME"] = str(tmp_path)  # no ~/ray_bootstrap_config.yaml: a local Ray
+    (tmp_path / ".ray").mkdir()
+    r = subprocess.run([PY, "-c", LOOPBACK_PROBE.format(root=str(ROOT))], env=env,
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["node"] == "127.0.0.1"
+    assert out["listen"], "found no listening socket of the Ray processes"
+    outward = [a for a in out["listen"] if "127.0.0.1" not in a]
+    assert not outward, f"Ray listens beyond loopback: {outward}"
+
+
 def test_script_and_module_entry_points(tmp_path):
     """`python sweeps/grid.py` works from any folder (repo root put on sys.path) and so
     does `python -m sweeps.grid`; a usage error is exit status 2."""
