@@ -710,6 +710,47 @@ def _run_analysis(plan: Plan) -> None:
               f"`python -m analysis --experiment {plan.name} --tracking-uri {plan.tracking_uri}`")
 
 
+def _wait_for_store(client, experiment_id: str, uri: str, timeout: float = 600.0) -> None:
+    """After the trials: wait (up to ``timeout`` s) for a tracking store that stopped
+    answering, so the sweep's records are back-filled rather than lost."""
+    deadline, said = time.time() + timeout, False
+    while True:
+        try:
+            client.get_experiment(experiment_id)
+            return
+        except Exception as e:
+            if time.time() > deadline:
+                raise
+            if not said:
+                print(f"Waiting for the tracking store {tracking.redact(uri)} to answer "
+                      f"({type(e).__name__}) to back-fill the trials' records ...",
+                      file=sys.stderr, flush=True)
+                said = True
+            time.sleep(5)
+
+
+def backfill(results, preset: Preset, client, sweep_ctx: dict) -> int:
+    """Every trial's run gets the records of its last checkpoint (those it could not log
+    during a tracking outage) and a finished trial's run ends FINISHED. Returns the number
+    of runs touched."""
+    from sweeps.trainable import backfill_trial_run
+
+    n = 0
+    for r in results:
+        tid = _trial_id(r)
+        if not r.config or not tid or r.checkpoint is None:
+            continue
+        cfg = preset.resolve(TrainConfig.from_dict(dict(r.config)))
+        try:
+            if backfill_trial_run(client, sweep_ctx, tid, cfg, r.checkpoint,
+                                  finished=_trial_status(r, cfg) == "finished"):
+                n += 1
+        except Exception as e:  # noqa: BLE001 - report, keep the sweep's outcome
+            print(f"warning: could not back-fill the MLflow run of trial {tid}: "
+                  f"{type(e).__name__}: {e}", file=sys.stderr)
+    return n
+
+
 def run_sweep(plan: Plan, args) -> int:
     from ray import tune
 
@@ -745,7 +786,8 @@ def run_sweep(plan: Plan, args) -> int:
         sweep_ctx = {"tracking_uri": plan.tracking_uri, "experiment_id": exp_id,
                      "parent_run_id": parent, "checkpoint_every": p.checkpoint_every,
                      "cpus_per_trial": p.cpu, "sweep_name": plan.name, "fault": plan.fault,
-                     "budget_images": p.budget_images, "evals": p.evals}
+                     "budget_images": p.budget_images, "evals": p.evals,
+                     "tracking_wait_s": float(os.environ.get("CLNSCL_TRACKING_WAIT_S", "60"))}
         trainable = tune.with_resources(tune.with_parameters(train_trial, sweep=sweep_ctx),
                                         {"cpu": p.cpu, "gpu": p.gpu})
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, our columns
@@ -780,6 +822,8 @@ def run_sweep(plan: Plan, args) -> int:
         for r in results:
             if r.error is not None and _trial_id(r):
                 errors[_trial_id(r)] = f"{type(r.error).__name__}: {r.error}"
+        _wait_for_store(client, exp_id, plan.tracking_uri)
+        backfill(results, p, client, sweep_ctx)
         tracking.close_dangling_runs(client, exp_id, parent, errors)
         n = len(trials) + counts.get("not started", 0)
         n_ok = counts.get("finished", 0)
