@@ -418,7 +418,7 @@ def plan_sweep(args) -> Plan:
     # resumed on a new head (new server address, or the database moved) follows the user
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
         or (stored.get("tracking_uri") if resume else None) or tracking.default_tracking_uri()
-    tracking.check_tracking_uri(uri)
+    uri = tracking.check_tracking_uri(uri)  # a postgresql:// URI names its driver
     if resume and stored.get("tracking_uri") and uri != stored["tracking_uri"]:
         print(f"note: sweep {name!r} logged to {tracking.redact(stored['tracking_uri'])} "
               f"before; it now logs to {tracking.redact(uri)} (trial runs missing there are "

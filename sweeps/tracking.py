@@ -63,10 +63,16 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def artifact_root(uri: str) -> str | None:
-    """Where experiments of a SQLite store keep artifacts: ``mlartifacts/`` beside the
-    database (an absolute file URI). None for a server, which decides itself."""
+    """Where a new experiment keeps its artifacts: ``$CLNSCL_ARTIFACT_ROOT`` when set (an
+    S3 URI on a cluster), else ``mlartifacts/`` beside a SQLite database or in the working
+    folder for a PostgreSQL/MySQL store (an absolute file URI). None for a server, which
+    decides itself."""
+    if os.environ.get("CLNSCL_ARTIFACT_ROOT"):  # e.g. s3://bucket/mlartifacts on a cluster
+        return os.environ["CLNSCL_ARTIFACT_ROOT"].rstrip("/")
     db = sqlite_path(uri)
     if db is None:
+        if urllib.parse.urlsplit(uri).scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
+            return (Path.cwd() / "mlartifacts").resolve().as_uri()  # a database store: here
         return None
     return (db.parent / "mlartifacts").resolve().as_uri()
 
@@ -115,7 +121,7 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
         if scheme.split("+")[0] == "postgres":
             raise TrackingError(f"tracking URI {redact(uri)!r}: unsupported scheme 'postgres'; "
                                 "use postgresql://user:password@host:5432/database")
-        return _check_database(uri, timeout)
+        return _check_database(postgresql_driver(uri), timeout)
     if scheme.split("+")[0] in ("mysql", "mssql"):
         return _check_database(uri, timeout)
     if scheme == "databricks":
@@ -134,6 +140,21 @@ def redact(uri: str) -> str:
     return uri
 
 
+def postgresql_driver(uri: str) -> str:
+    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 reads a bare
+    ``postgresql://`` as psycopg 3; with only psycopg2(-binary) installed the URI names
+    it (``postgresql+psycopg2://``), so MLflow in every trial uses the same driver."""
+    scheme, rest = uri.split("://", 1)
+    if scheme.lower() != "postgresql":
+        return uri
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and \
+            importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return uri
+
+
 def _check_database(uri: str, timeout: float) -> str:
     """A SQL store (postgresql://user:pw@host:port/db) must accept a connection."""
     shown = redact(uri)
@@ -143,10 +164,10 @@ def _check_database(uri: str, timeout: float) -> str:
     except ImportError:  # pragma: no cover - mlflow depends on it
         raise TrackingError(f"tracking URI {shown!r}: sqlalchemy is not installed") from None
     if scheme.startswith("postgresql"):
-        try:
-            import psycopg2  # noqa: F401
-        except ImportError:
-            raise TrackingError(f"tracking URI {shown!r}: the PostgreSQL driver is missing; "
+        import importlib.util
+
+        if not any(importlib.util.find_spec(m) for m in ("psycopg2", "psycopg")):
+            raise TrackingError(f"tracking URI {shown!r}: no PostgreSQL driver is installed; "
                                 "pip install psycopg2-binary") from None
     args = {"connect_timeout": int(max(1, timeout))} if scheme.startswith("postgresql") else {}
     try:
