@@ -22,6 +22,7 @@ __all__ = [
     "parameter_distance",
     "rsa",
     "similarity_distance",
+    "weight_movement",
 ]
 
 RSA_METHODS = ("spearman", "pearson")
@@ -217,6 +218,22 @@ def parameter_distance(model_a: torch.nn.Module, model_b: torch.nn.Module,
     keep = (na > 0) | (nb > 0)
     layer = float((diff[keep] / (0.5 * (na[keep] + nb[keep]))).mean()) if keep.any() else 0.0
     return {"param_dist": global_dist, "param_dist_layer": layer}
+
+
+def weight_movement(model: torch.nn.Module, init: torch.nn.Module) -> float:
+    """||W - W0||_F / ||W0||_F over the weight matrices (conv, linear: ndim >= 2) only.
+
+    BN scales start at 1 and biases at 0, so a relative distance that included them would
+    be dominated by tensors that say nothing about whether the network learned features.
+    """
+    cur = {k: p for k, p in model.named_parameters() if p.ndim >= 2}
+    ref = {k: p for k, p in init.named_parameters() if p.ndim >= 2}
+    if cur.keys() != ref.keys() or not cur:
+        raise ValueError("weight_movement needs two models with the same weight matrices")
+    with torch.no_grad():
+        diff = sum((cur[k].double() - ref[k].to(cur[k].device).double()).pow(2).sum() for k in cur)
+        base = sum(ref[k].double().pow(2).sum() for k in ref)
+        return float(diff.sqrt() / base.sqrt().to(diff.device))
 
 
 def compare(X_ref, X_other, rsa_rows: int | None = None, seed: int = 0,

@@ -25,10 +25,11 @@ DATASET_CLASSES = {
 # before any data is loaded.
 TRAIN_IMAGES_PER_CLASS = {"cifar10": 5000, "cifar100": 500, "tinyimagenet": 500, "miniimagenet": 600}
 ARCHS = ("smallcnn", "resnet18", "resnet50")
-OBJECTIVES = ("cl", "nscl", "supcon", "ce")
+OBJECTIVES = ("cl", "nscl", "supcon", "ce", "cl_indep")
 OPTIMIZERS = ("lars", "sgd")
 LR_RULES = ("linear", "sqrt", "constant")
 DEVICES = ("cpu", "cuda", "auto")
+EVAL_BN = ("recalibrate", "running")
 
 
 class ConfigError(ValueError):
@@ -54,8 +55,14 @@ class TrainConfig:
     objectives: tuple[str, ...] = ("cl", "nscl")
     tau: float = 0.5
     include_positive: bool = False  # False: the paper's decoupled CL; True: NT-Xent
+    # augmentation: SimCLR's colour strength s (jitter 0.8s, 0.8s, 0.8s, 0.2s; CIFAR s = 0.5)
+    # and grayscale probability (CIFAR 0.2)
+    aug_color_strength: float = 0.5
+    aug_gray_prob: float = 0.2
+    aug_crop_min: float = 0.08  # smallest crop area fraction of random resized crop
     # model
     arch: str = "smallcnn"
+    cnn_width: int = 32  # smallcnn only: channels of the first stage (4x this at the end)
     proj_dim: int = 64
     proj_hidden: int | None = None  # None = the backbone width, as SCIENCE.md
     # optimisation
@@ -66,11 +73,20 @@ class TrainConfig:
     lr_rule: str = "linear"
     momentum: float = 0.9
     weight_decay: float = 1e-6
+    lars_eta: float = 1e-3  # LARS trust coefficient: a matrix moves ~ lr x eta (relative) per step
     warmup_epochs: int = 2
     # evaluation
     eval_every: int = 1  # epochs between evaluations (epoch 0 and the last always run)
     eval_size: int = 1000  # seeded rows of each split for alignment metrics
     knn_k: int = 20
+    # kNN/NCC/probe bank: the whole train subset (queries: the whole test subset), each
+    # capped at this many seeded rows; features held = rows x backbone width x 4 bytes
+    # per model (20000 x 2048 x 4 B = 164 MB for ResNet-50).
+    knn_bank_max: int = 20000
+    # BN statistics of every evaluated model (the initial one included): "recalibrate"
+    # re-estimates them on the bank's un-augmented training images (a copy; training state
+    # untouched), "running" uses the training EMA (what the reference code did).
+    eval_bn: str = "recalibrate"
     linear_probe: bool = True
     # run
     seed: int = 0
@@ -85,11 +101,12 @@ class TrainConfig:
         allowed_obj = ", ".join(OBJECTIVES)
         for o in objs:
             if o not in OBJECTIVES:
-                _fail("objectives", o, f"a subset of {allowed_obj} containing cl")
+                _fail("objectives", o, f"a subset of {allowed_obj} containing cl "
+                      "(cl_indep: the uncoupled CL control)")
         if "cl" not in objs or len(set(objs)) != len(objs):
             _fail("objectives", ",".join(objs), f"distinct values of {allowed_obj}, cl included")
         if len(objs) < 2:
-            _fail("objectives", ",".join(objs), "cl plus at least one of nscl, supcon, ce")
+            _fail("objectives", ",".join(objs), "cl plus at least one of nscl, supcon, ce, cl_indep")
         # keep a canonical order so that equal configs compare equal
         object.__setattr__(self, "objectives", tuple(o for o in OBJECTIVES if o in objs))
 
@@ -118,13 +135,24 @@ class TrainConfig:
             _fail("arch", self.arch, ", ".join(ARCHS))
         if self.optimizer not in OPTIMIZERS:
             _fail("optimizer", self.optimizer, ", ".join(OPTIMIZERS))
+        if not (isinstance(self.aug_color_strength, (int, float))
+                and 0 <= self.aug_color_strength <= 2.5):
+            _fail("aug_color_strength", self.aug_color_strength,
+                  "a number in [0, 2.5] (SimCLR's s; hue jitter 0.2s must stay <= 0.5)")
+        if not (isinstance(self.aug_crop_min, (int, float)) and 0 < self.aug_crop_min <= 1):
+            _fail("aug_crop_min", self.aug_crop_min, "a number in (0, 1] (SimCLR: 0.08)")
+        if not (isinstance(self.aug_gray_prob, (int, float)) and 0 <= self.aug_gray_prob <= 1):
+            _fail("aug_gray_prob", self.aug_gray_prob, "a probability in [0, 1]")
+        if self.eval_bn not in EVAL_BN:
+            _fail("eval_bn", self.eval_bn, ", ".join(EVAL_BN))
         if self.lr_rule not in LR_RULES:
             _fail("lr_rule", self.lr_rule, ", ".join(LR_RULES))
         dev = self.device
         if not (dev in DEVICES or dev.startswith("cuda:")):
             _fail("device", dev, "cpu, cuda, cuda:N, auto")
         for name, lo in [("epochs", 1), ("proj_dim", 1), ("image_size", 8), ("eval_every", 1),
-                         ("eval_size", 10), ("knn_k", 1), ("synthetic_train_per_class", 1),
+                         ("eval_size", 10), ("knn_k", 1), ("knn_bank_max", 10), ("cnn_width", 1),
+                         ("synthetic_train_per_class", 1),
                          ("synthetic_test_per_class", 1), ("warmup_epochs", 0), ("seed", 0)]:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
@@ -137,6 +165,12 @@ class TrainConfig:
                 _fail(name, v, "a finite number >= 0")
         if self.lr <= 0:
             _fail("lr", self.lr, "a finite number > 0")
+        if not (isinstance(self.lars_eta, (int, float)) and math.isfinite(self.lars_eta)
+                and self.lars_eta > 0):
+            _fail("lars_eta", self.lars_eta, "a finite number > 0 (the paper's LARS: 1e-3)")
+        if self.eval_size > self.knn_bank_max:
+            _fail("eval_size", self.eval_size,
+                  f"<= knn_bank_max={self.knn_bank_max} (alignment rows are drawn from the bank)")
         if self.class_seed is not None and (not isinstance(self.class_seed, int) or self.class_seed < 0):
             _fail("class_seed", self.class_seed, "None or an integer >= 0")
 

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["extract_features", "knn_accuracy", "linear_probe_accuracy", "ncc_accuracy"]
+__all__ = ["extract_features", "knn_accuracy", "linear_probe_accuracy", "ncc_accuracy",
+           "recalibrate_batchnorm"]
 
 
 def _prepare(train_feats, train_labels, test_feats, test_labels):
@@ -128,3 +129,37 @@ def extract_features(model: torch.nn.Module, x_uint8: torch.Tensor,
     if not hs:
         raise ValueError("extract_features got no images")
     return torch.cat(hs), torch.cat(zs)
+
+
+def recalibrate_batchnorm(model: torch.nn.Module, x_uint8: torch.Tensor,
+                          normalize_fn: Callable[[torch.Tensor], torch.Tensor],
+                          batch_size: int = 512) -> torch.nn.Module:
+    """Reset every BN layer's running statistics and re-estimate them on ``x_uint8``.
+
+    An untrained model's BN buffers hold mean 0 / variance 1, which makes its eval-mode
+    features a poor baseline: a trained model's kNN gain over it can come from BN statistics
+    alone. Exact averages (momentum None) over all rows, no gradients, no randomness; the
+    weights are untouched and every module's train/eval flag is restored.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model
+    param = next(model.parameters())
+    saved = [(m, m.momentum) for m in bns]
+    modes = [(m, m.training) for m in model.modules()]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x_uint8), batch_size):
+                xb = x_uint8[start:start + batch_size].to(param.device)
+                if len(xb) > 1:  # BN needs more than one value per channel
+                    model(normalize_fn(xb))
+    finally:
+        for m, mom in saved:
+            m.momentum = mom
+        for m, mode in modes:
+            m.training = mode
+    return model

@@ -20,7 +20,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ce_loss", "cl_loss", "nscl_loss", "supcon_loss"]
+__all__ = ["SingleClassBatchError", "ce_loss", "cl_loss", "nscl_loss", "supcon_loss"]
+
+
+class SingleClassBatchError(ValueError):
+    """A contrastive loss without the positive in its denominator got an anchor with no
+    negative: one class fills the whole batch (NSCL) or N < 2 (CL)."""
 
 
 def _similarities(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
@@ -63,7 +68,7 @@ def _contrastive(z1, z2, tau, labels, include_positive):
         # (One host sync per call for NSCL; CL only checks the shape.)
         if n < 2 or (labels is not None and bool((y == y[0]).all())):
             what = "N >= 2 samples" if labels is None else "at least two classes in the batch"
-            raise ValueError(
+            raise SingleClassBatchError(
                 "contrastive loss without the positive in the denominator needs a negative for "
                 f"every anchor ({what}); got N={n} with no different-class sample. Use "
                 "include_positive=True (such anchors then contribute 0) or mix classes.")

@@ -72,9 +72,9 @@ class Encoder(nn.Module):
 
 
 def build_encoder(arch: str, proj_dim: int, proj_hidden: int | None = None,
-                  n_classes: int | None = None) -> Encoder:
+                  n_classes: int | None = None, cnn_width: int = 32) -> Encoder:
     if arch == "smallcnn":
-        backbone, width = small_cnn()
+        backbone, width = small_cnn(cnn_width)
     elif arch in ("resnet18", "resnet50"):
         backbone, width = cifar_resnet(arch)
     else:

@@ -23,8 +23,8 @@ class LARS(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                  eta: float = 1e-3):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      eta=eta, lars=True))
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                                      "eta": eta, "lars": True})
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -53,8 +53,8 @@ def param_groups(model: nn.Module, weight_decay: float, lars: bool) -> list[dict
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [dict(params=decay, weight_decay=weight_decay),
-              dict(params=no_decay, weight_decay=0.0)]
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
     if lars:
         groups[0]["lars"], groups[1]["lars"] = True, False
     return groups
@@ -64,7 +64,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     lars = cfg.optimizer == "lars"
     groups = param_groups(model, cfg.weight_decay, lars)
     if lars:
-        return LARS(groups, lr=cfg.scaled_lr, momentum=cfg.momentum)
+        return LARS(groups, lr=cfg.scaled_lr, momentum=cfg.momentum, eta=cfg.lars_eta)
     return torch.optim.SGD(groups, lr=cfg.scaled_lr, momentum=cfg.momentum)
 
 

@@ -143,3 +143,26 @@ def test_extract_features_restores_mode_on_error():
     with pytest.raises(RuntimeError, match="boom"):
         extract_features(net, _images(), bad)
     assert all(m.training for m in net.modules())
+
+
+def test_recalibrate_batchnorm_gives_exact_statistics_and_keeps_weights():
+    from clnscl.evaluation import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.Conv2d(3, 4, 1),
+                                torch.nn.BatchNorm2d(4))
+    model[0].running_mean.fill_(5.0)  # stale statistics, as after a different input
+    model.eval()
+    x = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k
+               and "num_batches" not in k}
+    recalibrate_batchnorm(model, x, lambda t: t.float() / 255, batch_size=4)
+    xf = x.float() / 255
+    # exact average over the 3 batches (4, 4, 2 rows), not an EMA: each batch's mean,
+    # weighted equally per batch by momentum=None's cumulative average
+    batches = [xf[:4], xf[4:8], xf[8:]]
+    expected = torch.stack([b.mean((0, 2, 3)) for b in batches]).mean(0)
+    assert torch.allclose(model[0].running_mean, expected, atol=1e-6)
+    assert not model.training and model[0].momentum == 0.1  # mode and momentum restored
+    for k, v in weights.items():
+        assert torch.equal(model.state_dict()[k], v), k

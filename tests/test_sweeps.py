@@ -283,7 +283,7 @@ def test_script_and_module_entry_points(tmp_path):
     r = subprocess.run([PY, "-m", "sweeps.grid", "--dry-run", "--storage", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
-    assert "tau=0.2 B=64 C=2 seed=0" in r.stdout
+    assert "tau=0.2 B=64 C=4 seed=0" in r.stdout
 
 
 def test_dry_run_lists_trials_resources_and_estimate(capsys, tmp_path):
