@@ -46,7 +46,11 @@ METRIC_COLUMNS = {"epoch": "epoch", "cl/loss": "cl loss", "nscl/cka": "cka", "ns
                   "nscl/rho": "rho"}
 PARAMETER_COLUMNS = {"tau": "tau", "batch_size": "B", "n_classes": "C", "seed": "seed"}
 # Summary columns per grid point (headline = test split, backbone features; clnscl.records)
-SUMMARY_METRICS = ("cka", "rsa", "rho", "param_dist")
+SUMMARY_METRICS = ("cka", "rho")  # CL vs each other model (the CSV keeps rsa, param_dist too)
+CSV_METRICS = ("cka", "rsa", "rho", "param_dist")
+# Did CL learn? Its drift from the shared initial model (a model that did not move is
+# "aligned" by inertia): linear CKA to its initial features, and kNN gain over them.
+DRIFT_SUMMARY = ("init_cka", "knn_gain")
 
 # Throughput used by the cost estimate: training images per second for ONE model
 # (forward + backward of one augmented view at 32x32, evaluation included; scaled by
@@ -641,9 +645,11 @@ def summarize(results, preset: Preset) -> tuple[pd.DataFrame, pd.DataFrame, dict
         row = {"tau": cfg.tau, "B": cfg.batch_size, "C": cfg.n_classes, "seed": cfg.seed,
                "status": _trial_status(r, cfg), "epoch": m.get("epoch"), "trial_id": _trial_id(r),
                "S_T": m.get("cum_lr")}
+        for met in DRIFT_SUMMARY:
+            row[f"cl/{met}"] = m.get(f"cl/{met}")
         for obj in cfg.objectives:
             if obj != "cl":
-                for met in SUMMARY_METRICS:
+                for met in CSV_METRICS:
                     row[f"{obj}/{met}"] = m.get(f"{obj}/{met}")
             row[f"{obj}/knn"] = m.get(f"{obj}/knn_acc")
         rows.append(row)
@@ -680,12 +686,14 @@ def format_points(points, seeds: int) -> str:
 
     names = [c[0] for c in points.columns if c[0] != "n"]
     names = list(dict.fromkeys(names))
-    align = [c for c in names if not c.endswith("/knn")]  # S_T first, then CL vs X
-    knn = [c for c in names if c.endswith("/knn")]
+    # S_T, CL's drift, then CL vs X (the console shows SUMMARY_METRICS; the CSV has all)
+    align = [c for c in names if not c.endswith("/knn")
+             and (c == "S_T" or c.startswith("cl/") or c.split("/")[-1] in SUMMARY_METRICS)]
+    knn = [c for c in names if c == "cl/knn"]
     cols = {}
     for c in align + sorted(knn, key=lambda c: (c.split("/")[0] != "cl", c)):
         mean, std = points[(c, "mean")], points[(c, "std")]
-        label = c.replace("/knn", " knn")
+        label = (c[:-4] + " knn" if c.endswith("/knn") else c).replace("cl_indep/", "indep/")
         if seeds > 1:
             cols[label] = [_fmt_v(a) + (f"±{_fmt_v(b)}" if pd.notna(b) else "")
                            for a, b in zip(mean, std)]
@@ -834,8 +842,10 @@ def run_sweep(plan: Plan, args) -> int:
         print("Per grid point at the last epoch: S_T = cumulative learning rate (the theory's "
               "time axis; " + ("about equal across C under the image budget" if p.budget_images
                                else "at fixed epochs it grows with C, as the subset does")
-              + "), CL vs each objective (test split, backbone features), 'X knn' = kNN "
-              "accuracy of model X"
+              + "); cl/init_cka, cl/knn_gain = CL's drift from the shared initial model "
+              "(near 1 / at or below 0: CL did not learn, read nothing into its alignment); "
+              "X/cka, X/rho = CL vs X (test split, backbone features; indep = the uncoupled "
+              "control, the scale for every other rho); 'cl knn' = CL's kNN accuracy"
               + (f", mean±std over {p.seeds} seeds" if p.seeds > 1 else "")
               + ":")
         print(format_points(points, p.seeds))
