@@ -23,8 +23,9 @@ FLAGS = {
     "optimizer": "optimizer", "eval_every": "eval_every", "eval_size": "eval_size",
     "image_size": "image_size", "train_per_class": "synthetic_train_per_class",
 }
-TABLE_COLUMNS = ["epoch", "cl/loss", "nscl/loss", "cl/knn_acc", "nscl/knn_acc", "nscl/cka",
-                 "nscl/rsa", "nscl/rho", "nscl/param_dist", "supcon/cka", "ce/cka", "time_s"]
+TABLE_COLUMNS = ["epoch", "cl/loss", "nscl/loss", "cl/knn_acc", "cl/knn_gain", "cl/init_cka",
+                 "nscl/cka", "nscl/rsa", "nscl/rho", "nscl/param_dist", "cl_indep/rho",
+                 "supcon/cka", "ce/cka", "time_s"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=float, default=d.tau)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--objectives", default=",".join(d.objectives), help="cl plus any of nscl,supcon,ce")
+    p.add_argument("--objectives", default=",".join(d.objectives), help="cl plus any of nscl,supcon,ce,cl_indep (cl_indep: the uncoupled CL control)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N, auto")
     p.add_argument("--arch", default=d.arch, help="smallcnn, resnet18, resnet50")
