@@ -615,6 +615,8 @@ def _trial_status(result, cfg: TrainConfig) -> str:
         return "failed"
     if m.get("diverged"):
         return "diverged"
+    if m.get("failed_final"):  # a deterministic error: ended at once, not retried
+        return "failed"
     if m.get("epoch") == cfg.epochs:
         return "finished"
     return "incomplete"
@@ -830,6 +832,8 @@ def run_sweep(plan: Plan, args) -> int:
         for r in results:
             if r.error is not None and _trial_id(r):
                 errors[_trial_id(r)] = f"{type(r.error).__name__}: {r.error}"
+            elif (r.metrics or {}).get("error_reason") and _trial_id(r):
+                errors[_trial_id(r)] = str(r.metrics["error_reason"])
         _wait_for_store(client, exp_id, plan.tracking_uri)
         backfill(results, p, client, sweep_ctx)
         tracking.close_dangling_runs(client, exp_id, parent, errors)

@@ -10,10 +10,17 @@ What a trial does:
 - reports every evaluation record to Tune (numbers only; strings such as the batch
   fingerprint go to MLflow tags) and logs it to MLflow with ``step = epoch`` in one batch;
 - checkpoints every ``checkpoint_every`` evaluation records and after the last one;
-- ends its run FINISHED, or FAILED with the error text in tag ``error`` (try/finally), and
-  re-raises so that Tune retries it from the checkpoint (``FailureConfig.max_failures``).
-  A diverged trial (NaN loss, ``DivergedError``) is not retried: retrying replays the same
-  computation. It reports ``diverged = 1`` and its run ends FAILED with the message.
+- ends its run FINISHED, or FAILED with the error text in tag ``error`` (try/finally).
+- retries only what a retry can fix (``deterministic_reason``): a transient error (a lost
+  worker, an I/O error, anything unrecognised) is re-raised so that Tune retries the trial
+  from its last checkpoint (``FailureConfig.max_failures``); a deterministic one
+  (``ConfigError``, ``ImportError``, a data file missing while the data loads,
+  ``DivergedError``, ``SharedRandomnessError``) ends the trial at once: it reports
+  ``failed_final = 1`` (and ``diverged = 1`` for a NaN loss) with ``error_reason``, and its
+  run ends FAILED with the error and "[not retried: why]" in tag ``error``.
+- a corrupt or truncated latest checkpoint is not retried forever: the trial falls back to
+  the previous good one (Tune keeps two), else starts again from epoch 0 (seeded: the same
+  records), and says so (stderr and run tag ``checkpoint_fallback``).
 
 Fault-injection hook (tests and demos only): the sweep context may carry
 ``fault = {"trial": RUN_NAME or "*", "epoch": E, "marker": PATH or None}`` (or a list of
@@ -52,11 +59,16 @@ class InjectedFault(RuntimeError):
     """Raised by the fault-injection hook (tests only)."""
 
 
+# the test-only hook's error kinds (see the module docstring)
+_FAULT_KINDS = ("fault", "diverged", "config", "import", "data", "shared", "oserror", "sigkill")
+
+
 def _maybe_inject_fault(fault, cfg: TrainConfig, epoch: int) -> None:
-    """The test-only fault hook (see the module docstring); ``fault`` is one spec or a list."""
+    """The test-only fault hook (see the module docstring); ``fault`` is one spec or a list.
+    ``epoch = -1`` fires while the trial loads its data."""
     for spec in fault if isinstance(fault, list) else [fault] if fault else []:
         target = spec.get("trial", "*")
-        if target not in ("*", cfg.run_name()) or int(spec.get("epoch", -1)) != epoch:
+        if target not in ("*", cfg.run_name()) or int(spec.get("epoch", -2)) != epoch:
             continue
         marker = spec.get("marker")
         if marker:
@@ -65,12 +77,58 @@ def _maybe_inject_fault(fault, cfg: TrainConfig, epoch: int) -> None:
                 continue
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(f"{cfg.run_name()} failed once at epoch {epoch}\n")
-        if spec.get("error") == "diverged":
+        kind = spec.get("error", "fault")
+        where = f"in trial {cfg.run_name()} after epoch {epoch}"
+        if kind == "diverged":
             from clnscl.trainer import DivergedError
 
-            raise DivergedError(f"injected divergence in trial {cfg.run_name()} "
-                                f"after epoch {epoch}")
-        raise InjectedFault(f"injected fault in trial {cfg.run_name()} after epoch {epoch}")
+            raise DivergedError(f"injected divergence {where}")
+        if kind == "config":
+            from clnscl.config import ConfigError
+
+            raise ConfigError(f"injected invalid config {where}")
+        if kind == "import":
+            raise ModuleNotFoundError(f"injected: No module named 'clnscl_missing' ({where})")
+        if kind == "data":
+            raise FileNotFoundError(f"injected: data file missing while loading ({where})")
+        if kind == "shared":
+            from clnscl.trainer import SharedRandomnessError
+
+            raise SharedRandomnessError(f"injected input mismatch {where}")
+        if kind == "oserror":
+            raise OSError(f"injected I/O error {where}")
+        if kind == "sigkill":  # the worker process dies mid-trial (a lost worker)
+            import signal
+
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise InjectedFault(f"injected fault {where}")
+
+
+# --- which errors a retry can fix ------------------------------------------------------
+def deterministic_reason(exc: BaseException, phase: str) -> str | None:
+    """Why retrying ``exc`` cannot help (the same inputs give the same error), or None
+    for a transient error that a retry from the last checkpoint may get past (a lost
+    worker, an I/O error, anything unrecognised). ``phase``: where the trial was
+    (``config``, ``import``, ``data``, ``checkpoint``, ``train``); a missing file is
+    deterministic only while the data loads (a missing data set stays missing)."""
+    from clnscl.config import ConfigError
+
+    try:
+        from clnscl.trainer import DivergedError, SharedRandomnessError
+    except Exception:  # noqa: BLE001 - the trainer itself does not import
+        DivergedError = SharedRandomnessError = ()
+    if isinstance(exc, ConfigError):
+        return "invalid configuration"
+    if isinstance(exc, ImportError):  # ModuleNotFoundError included
+        return "import error (fix the environment, then rerun)"
+    if DivergedError and isinstance(exc, DivergedError):
+        return "diverged (NaN/Inf loss): a retry replays the same steps"
+    if SharedRandomnessError and isinstance(exc, SharedRandomnessError):
+        return "coupled models consumed different inputs (a bug, not bad luck)"
+    if isinstance(exc, FileNotFoundError) and phase == "data":
+        return "data missing"
+    return None
 
 
 def plot_curves(records: list[dict], cfg: TrainConfig, path: str | os.PathLike) -> None:
@@ -128,11 +186,69 @@ def _report_with_checkpoint(trainer, records: list[dict], metrics: dict) -> None
 
 
 def _load_checkpoint(trainer, checkpoint) -> list[dict]:
+    """Load one checkpoint (state, records, meta); raises on anything unreadable or
+    inconsistent (truncated state file, bad JSON, epoch mismatch)."""
     with checkpoint.as_directory() as d:
-        trainer.load_checkpoint(os.path.join(d, STATE_FILE))
         with open(os.path.join(d, RECORDS_FILE)) as f:
             records = json.load(f)
+        meta = {}
+        if os.path.exists(os.path.join(d, CHECKPOINT_META)):
+            with open(os.path.join(d, CHECKPOINT_META)) as f:
+                meta = json.load(f)
+        trainer.load_checkpoint(os.path.join(d, STATE_FILE))
+    if "epoch" in meta and int(meta["epoch"]) != trainer.epoch:
+        raise ValueError(f"state file holds epoch {trainer.epoch}, meta.json says "
+                         f"{meta['epoch']}")
+    if not isinstance(records, list) or not all("epoch" in r for r in records):
+        raise ValueError("records.json is not a list of records")
     return [r for r in records if r["epoch"] <= trainer.epoch]
+
+
+def _older_checkpoints(checkpoint) -> list:
+    """The trial's other checkpoints in its storage folder (Tune keeps two), newest first."""
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    parent, name = path.rsplit("/", 1)
+    infos = fs.get_file_info(pafs.FileSelector(parent))
+    older = sorted((i.path.rstrip("/") for i in infos if i.type == pafs.FileType.Directory
+                    and i.base_name.startswith("checkpoint_") and i.base_name < name),
+                   reverse=True)
+    return [tune.Checkpoint(p, filesystem=fs) for p in older]
+
+
+def restore_trial(make_trainer, checkpoint) -> tuple[object, list[dict], str | None]:
+    """(trainer, records, note): the trainer restored from Tune's latest checkpoint, else
+    from the previous good one when the latest is corrupt or truncated, else from scratch
+    (the computation is seeded: the same records come out). ``note`` says what was
+    skipped (None when the latest checkpoint loaded)."""
+    trainer = make_trainer()
+    if checkpoint is None:
+        return trainer, [], None
+    bad = []
+    try:
+        candidates = [checkpoint] + _older_checkpoints(checkpoint)
+    except Exception:  # noqa: BLE001 - listing failed: only the latest
+        candidates = [checkpoint]
+    for ckpt in candidates:
+        try:
+            records = _load_checkpoint(trainer, ckpt)
+        except Exception as e:  # noqa: BLE001 - corrupt/truncated: try the previous one
+            bad.append(f"{ckpt.path.rstrip('/').rsplit('/', 1)[-1]} unreadable "
+                       f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
+            trainer = make_trainer()  # a half-loaded state is not trusted
+            continue
+        if not bad:
+            return trainer, records, None
+        note = "; ".join(bad) + f"; resumed from {ckpt.path.rstrip('/').rsplit('/', 1)[-1]} " \
+                                f"(epoch {trainer.epoch})"
+        print(f"[clnscl] checkpoint fallback: {note}", file=sys.stderr, flush=True)
+        return trainer, records, note
+    note = "; ".join(bad) + "; no readable checkpoint, restarted from epoch 0 (same seeds: " \
+                            "same results)"
+    print(f"[clnscl] checkpoint fallback: {note}", file=sys.stderr, flush=True)
+    return trainer, [], note
 
 
 def _log_artifacts(client, run_id: str, cfg: TrainConfig, class_ids, records: list[dict]) -> None:
@@ -310,8 +426,6 @@ def train_trial(config: dict, sweep: dict | None = None) -> None:
     sweep = dict(sweep or {})
     # one line per checkpoint from Ray Train's storage code is noise in the sweep's output
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    cfg = apply_budget(TrainConfig.from_dict(config), sweep.get("budget_images"),
-                       sweep.get("evals", 4))
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
     node_id = ray.get_runtime_context().get_node_id()
@@ -323,55 +437,71 @@ def train_trial(config: dict, sweep: dict | None = None) -> None:
 
         torch.set_num_threads(max(1, int(cpus)))
 
-    log = None
-    if sweep.get("tracking_uri"):
-        _quiet_http_retries()
-        log = TrialLog(sweep["tracking_uri"], sweep, trial_id, cfg, node_id=node_id,
-                       retry_s=float(sweep.get("tracking_retry_s", 5.0)), tags={
-                           "trial_name": ctx.get_trial_name(),
-                           "sweep": sweep.get("sweep_name", ""),
-                           # epochs/eval_every derived from an image budget (equal S_T across C)
-                           "budget_images": sweep.get("budget_images")})
-        log.sync([], force=True)  # open the run now if the store answers; else later
-
-    status, error, trainer, records = "FAILED", None, None, []
+    log, cfg = None, None
+    status, error, trainer, records, phase = "FAILED", None, None, [], "config"
     try:
-        from clnscl.trainer import CoupledTrainer, DivergedError
+        cfg = apply_budget(TrainConfig.from_dict(config), sweep.get("budget_images"),
+                           sweep.get("evals", 4))
+        if sweep.get("tracking_uri"):
+            _quiet_http_retries()
+            log = TrialLog(sweep["tracking_uri"], sweep, trial_id, cfg, node_id=node_id,
+                           retry_s=float(sweep.get("tracking_retry_s", 5.0)), tags={
+                               "trial_name": ctx.get_trial_name(),
+                               "sweep": sweep.get("sweep_name", ""),
+                               # epochs/eval_every derived from an image budget
+                               "budget_images": sweep.get("budget_images")})
+            log.sync([], force=True)  # open the run now if the store answers; else later
 
-        if cfg.download and cfg.data_root:
-            with download_lock(cfg.data_root):  # one download per node
-                trainer = CoupledTrainer(cfg)
-        else:
-            trainer = CoupledTrainer(cfg)
+        phase = "import"
+        from clnscl.trainer import CoupledTrainer
+
+        def make_trainer():
+            _maybe_inject_fault(sweep.get("fault"), cfg, -1)  # test hook: while loading data
+            if cfg.download and cfg.data_root:
+                with download_lock(cfg.data_root):  # one download per node
+                    return CoupledTrainer(cfg)
+            return CoupledTrainer(cfg)
+
+        phase = "data"
         checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            records = _load_checkpoint(trainer, checkpoint)
+        trainer, records, fallback = restore_trial(make_trainer, checkpoint)
+        phase = "train"
         if log:
             log.class_ids = list(trainer.class_ids)
             log.tags["resumed_from_epoch"] = trainer.epoch if checkpoint is not None else None
             log.tag({"resumed_from_epoch": log.tags["resumed_from_epoch"]})
+            if fallback:
+                log.tags["checkpoint_fallback"] = fallback
+                log.tag({"checkpoint_fallback": fallback})
             log.sync(records, force=True)
-        try:
-            for rec in trainer.run():
-                records.append(rec)
-                metrics = tracking.numeric_items(rec)
-                last = trainer.epoch >= cfg.epochs
-                if last or len(records) % every == 0:
-                    _report_with_checkpoint(trainer, records, metrics)
-                else:
-                    tune.report(metrics)
-                if log:
-                    log.sync(records)
-                _maybe_inject_fault(sweep.get("fault"), cfg, rec["epoch"])
-        except DivergedError as e:
-            # deterministic: a retry would replay the same steps; end the trial, record why
-            error = f"{type(e).__name__}: {e}"
-            tune.report({"epoch": trainer.epoch, "diverged": 1.0})
-            return
+        for rec in trainer.run():
+            records.append(rec)
+            metrics = tracking.numeric_items(rec)
+            last = trainer.epoch >= cfg.epochs
+            if last or len(records) % every == 0:
+                _report_with_checkpoint(trainer, records, metrics)
+            else:
+                tune.report(metrics)
+            if log:
+                log.sync(records)
+            _maybe_inject_fault(sweep.get("fault"), cfg, rec["epoch"])
         status = "FINISHED"
     except BaseException as e:
-        error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
-        raise
+        reason = deterministic_reason(e, phase) if isinstance(e, Exception) else None
+        error = f"{type(e).__name__}: {e}"
+        if reason is None:  # transient (or unknown): Tune retries from the last checkpoint
+            error = f"{error}\n{traceback.format_exc()}"
+            raise
+        # deterministic: end the trial now with the reason; a retry would fail the same way
+        error = f"{error} [not retried: {reason}]"
+        print(f"[clnscl] trial {cfg.run_name() if cfg else trial_id} ended: {error}",
+              file=sys.stderr, flush=True)
+        out = {"epoch": trainer.epoch if trainer is not None else -1, "failed_final": 1.0,
+               "error_reason": error[:1000]}
+        if type(e).__name__ == "DivergedError":
+            out["diverged"] = 1.0
+        tune.report(out)
+        return
     finally:
         if log:
             try:
