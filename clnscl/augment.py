@@ -1,8 +1,8 @@
 """SimCLR augmentations for a whole batch at once, on the batch's device.
 
 The pipeline of SimCLR on CIFAR (as in SCIENCE.md section 6) applied to uint8 (N, 3, H, W)
-tensors without any per-image Python loop or PIL: random resized crop (per-sample affine
-grid + bilinear ``grid_sample``, horizontal flip folded into the affine), colour jitter
+tensors without any per-image Python loop or PIL: random resized crop (per-sample bilinear
+resampling of a box, horizontal flip folded into it), colour jitter
 with probability ``p_jitter``, grayscale with probability ``p_gray``, normalisation.
 
 All randomness is drawn in :meth:`SimCLRAugment.sample_params` from an explicit
@@ -13,6 +13,9 @@ fingerprints to prove that coupled models saw the same views.
 
 Differences from torchvision's ``RandomResizedCrop``/``ColorJitter`` (documented choices):
 
+* the crop is applied as two batched matrix products (bilinear resampling of an
+  axis-aligned box is separable), the same weights as ``grid_sample(mode="bilinear",
+  padding_mode="border", align_corners=False)`` on the affine grid of the box;
 * crop boxes are continuous (fractions of the image), not rounded to whole pixels; the
   box is sampled as torchvision does (up to 10 tries of area fraction in ``crop_scale``
   and log-uniform aspect ratio in ``crop_ratio``, falling back to the whole image), with
@@ -23,7 +26,8 @@ Differences from torchvision's ``RandomResizedCrop``/``ColorJitter`` (documented
   the image edge), where torchvision's crop-then-resize clamps at the box edge;
 * colour jitter is applied in the fixed order brightness, contrast, saturation, hue
   (torchvision draws a random order per image); each operation follows torchvision's
-  formulas for float images (clamped to [0, 1] after each), hue via RGB <-> HSV;
+  formulas for float images (clamped to [0, 1] after each), hue via RGB <-> HSV with the
+  HSV -> RGB step in closed form (tests/test_augment.py pins it to the six-way form);
 * grayscale uses ITU-R 601 luma (0.299, 0.587, 0.114), as torchvision does.
 """
 
@@ -48,41 +52,77 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return _LUMA[0] * x[:, 0:1] + _LUMA[1] * x[:, 1:2] + _LUMA[2] * x[:, 2:3]
 
 
-def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    r, g, b = x.unbind(1)
-    maxc = x.amax(1)
-    minc = x.amin(1)
-    eqc = maxc == minc
-    cr = maxc - minc
-    ones = torch.ones_like(maxc)
-    s = cr / torch.where(eqc, ones, maxc)
-    crd = torch.where(eqc, ones, cr)
-    rc = (maxc - r) / crd
-    gc = (maxc - g) / crd
-    bc = (maxc - b) / crd
-    is_r = maxc == r
-    is_g = (maxc == g) & ~is_r
-    is_b = ~is_g & ~is_r
-    h = is_r * (bc - gc) + is_g * (2.0 + rc - bc) + is_b * (4.0 + gc - rc)
-    h = torch.fmod(h / 6.0 + 1.0, 1.0)
-    return torch.stack((h, s, maxc), 1)
+def _interp_matrix(start: torch.Tensor, extent: torch.Tensor, size_in: int,
+                   size_out: int) -> torch.Tensor:
+    """(n, size_out, size_in) bilinear weights of ``grid_sample(mode="bilinear",
+    padding_mode="border", align_corners=False)`` along one axis, for the affine map of
+    output coordinate u in [-1, 1] to input coordinate ``start + extent * u`` (normalised)."""
+    u = (2 * torch.arange(size_out, device=start.device, dtype=torch.float32) + 1) / size_out - 1
+    g = extent[:, None] * u + start[:, None]                     # grid (as affine_grid)
+    pos = ((g + 1) * size_in - 1) / 2                            # unnormalise
+    pos = pos.clamp_(0, size_in - 1)                             # border padding
+    k = torch.arange(size_in, device=start.device, dtype=torch.float32)
+    # tent weights: 1 - frac at floor(pos), frac at floor(pos) + 1, 0 elsewhere (in place:
+    # fresh large temporaries cost page faults on the CPU)
+    return (pos[:, :, None] - k).abs_().neg_().add_(1.0).clamp_(min=0.0)
 
 
-def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    h, s, v = x.unbind(1)
-    h6 = h * 6.0
-    i = torch.floor(h6)
-    f = h6 - i
-    i = i.to(torch.int64) % 6
-    p = (v * (1.0 - s)).clamp(0.0, 1.0)
-    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
-    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
-    mask = (i.unsqueeze(1) == torch.arange(6, device=x.device).view(1, -1, 1, 1)).to(x.dtype)
-    a1 = torch.stack((v, q, p, p, t, v), 1)
-    a2 = torch.stack((t, v, v, q, p, p), 1)
-    a3 = torch.stack((p, p, t, v, v, q), 1)
-    return torch.stack([(mask * a).sum(1) for a in (a1, a2, a3)], 1)
+def _resized_crop(x_uint8: torch.Tensor, p: torch.Tensor, s: int) -> torch.Tensor:
+    """Random resized crop + flip as two batched matrix products (the bilinear resampling
+    of an axis-aligned box is separable): out = Ry @ x @ Rx^T, scaled to [0, 1], float32
+    (n, 3, s, s), contiguous."""
+    n, _, H, W = x_uint8.shape
+    x0, y0, w, h = p[:, 0], p[:, 1], p[:, 2], p[:, 3]
+    sign = 1.0 - 2.0 * p[:, 4]                                   # flip folded into x
+    rx = _interp_matrix(2.0 * x0 + w - 1.0, w * sign, W, s)      # (n, s, W)
+    ry = _interp_matrix(2.0 * y0 + h - 1.0, h, H, s).mul_(1 / 255.0)  # (n, s, H)
+    ry = ry.unsqueeze(1).expand(n, 3, s, H).reshape(n * 3, s, H)
+    t = torch.bmm(ry, x_uint8.to(torch.float32).view(n * 3, H, W))  # (3n, s, W)
+    return torch.bmm(t.view(n, 3 * s, W), rx.transpose(1, 2)).view(n, 3, s, s)
 
+
+def _gray_into(y: torch.Tensor) -> torch.Tensor:
+    """(m, 3, H, W) -> (m, 1, H, W) luma, as ``_gray`` with one allocation."""
+    g = y[:, 0:1] * _LUMA[0]
+    return g.add_(y[:, 1:2], alpha=_LUMA[1]).add_(y[:, 2:3], alpha=_LUMA[2])
+
+
+def _jitter(y: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Colour jitter of (m, 3, s, s) images in [0, 1] with factors f = (m, 4): brightness,
+    contrast, saturation, hue shift, in that order, each clamped to [0, 1] (torchvision's
+    float formulas). A hue rotation keeps each pixel's max and min, so HSV -> RGB is
+    written as RGB = min + chroma * clamp(a |6h - c| + d, 0, 1) per channel (the six-way
+    case selection of torchvision's ``_hsv2rgb`` in closed form). ``y`` is overwritten;
+    operations are in place where possible (fresh large temporaries cost page faults)."""
+    m = y.shape[0]
+    b, c, sat, hue = (f[:, i].view(m, 1, 1, 1) for i in range(4))
+    y = y.mul_(b).clamp_(0.0, 1.0)
+    luma = torch.tensor(_LUMA, device=y.device, dtype=y.dtype)
+    mean = (y.mean((2, 3)) @ luma).view(m, 1, 1, 1)
+    y = y.mul_(c).add_((1.0 - c) * mean).clamp_(0.0, 1.0)
+    gray = _gray_into(y).mul_(1.0 - sat)  # before y is scaled in place
+    y = y.mul_(sat).add_(gray).clamp_(0.0, 1.0)
+    del gray
+    # hue: RGB -> (6 x hue, max, chroma) as torchvision's _rgb2hsv
+    r, g, bl = y[:, 0:1], y[:, 1:2], y[:, 2:3]
+    maxc = torch.maximum(r, g)
+    torch.maximum(maxc, bl, out=maxc)
+    minc = torch.minimum(r, g)
+    torch.minimum(minc, bl, out=minc)
+    cr = minc.neg().add_(maxc)
+    h6 = torch.sub(r, g).add_(cr, alpha=4.0)                     # max is blue
+    tmp = torch.sub(bl, r).add_(cr, alpha=2.0)                   # max is green
+    torch.where(maxc == g, tmp, h6, out=h6)
+    torch.sub(g, bl, out=tmp)                                    # max is red (first)
+    torch.where(maxc == r, tmp, h6, out=h6)
+    h6.div_(cr.masked_fill(cr == 0, 1.0))                        # in [-1, 5]
+    # hue in [0, 1) (torchvision: fmod(h6 / 6 + 1, 1)), shifted modulo 1, times 6
+    h6 = torch.remainder(h6.div_(6.0).add_(hue), 1.0, out=tmp).mul_(6.0)
+    a = torch.tensor((1.0, -1.0, -1.0), device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
+    cc = torch.tensor((3.0, 2.0, 4.0), device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
+    d = torch.tensor((-1.0, 2.0, 2.0), device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
+    torch.sub(h6, cc, out=y)
+    return y.abs_().mul_(a).add_(d).clamp_(0.0, 1.0).mul_(cr).add_(minc)
 
 class SimCLRAugment:
     """Batched SimCLR augmentation; see the module docstring for the exact pipeline."""
@@ -178,37 +218,27 @@ class SimCLRAugment:
             raise ValueError(f"expected params of shape ({n}, {N_PARAMS}), got {tuple(params.shape)}")
         dev = x_uint8.device
         p = params.to(device=dev, dtype=torch.float32)
-        x = x_uint8.float().div_(255.0)
-        s = self.image_size
+        x = _resized_crop(x_uint8, p, self.image_size)  # (n, 3, s, s) in [0, 1]
 
-        # random resized crop + flip: output u in [-1, 1] -> input cx + w * u * (+-1)
-        x0, y0, w, h = p[:, 0], p[:, 1], p[:, 2], p[:, 3]
-        sign = 1.0 - 2.0 * p[:, 4]
-        theta = torch.zeros(n, 2, 3, device=dev)
-        theta[:, 0, 0] = w * sign
-        theta[:, 0, 2] = 2.0 * x0 + w - 1.0
-        theta[:, 1, 1] = h
-        theta[:, 1, 2] = 2.0 * y0 + h - 1.0
-        grid = F.affine_grid(theta, [n, 3, s, s], align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-        # colour jitter, fixed order: brightness, contrast, saturation, hue
-        jit = p[:, 5].view(n, 1, 1, 1) > 0.5
-        if bool(jit.any()):
-            b, c, sat, hue = (p[:, i].view(n, 1, 1, 1) for i in (6, 7, 8, 9))
-            y = (x * b).clamp_(0.0, 1.0)
-            m = _gray(y).mean((2, 3), keepdim=True)
-            y = (c * y + (1.0 - c) * m).clamp_(0.0, 1.0)
-            y = (sat * y + (1.0 - sat) * _gray(y)).clamp_(0.0, 1.0)
-            hsv = _rgb_to_hsv(y)
-            hsv[:, 0] = torch.remainder(hsv[:, 0] + hue[:, 0], 1.0)
-            y = _hsv_to_rgb(hsv)
-            x = torch.where(jit, y, x)
+        # colour jitter on the rows that have it (the others are untouched, bit for bit)
+        jit = p[:, 5] > 0.5
+        if bool(jit.all()):
+            x = _jitter(x, p[:, 6:10])
+        elif bool(jit.any()):
+            rows = jit.nonzero()[:, 0]
+            x.index_copy_(0, rows, _jitter(x.index_select(0, rows), p.index_select(0, rows)[:, 6:10]))
 
         # grayscale
-        gray = p[:, 10].view(n, 1, 1, 1) > 0.5
-        x = torch.where(gray, _gray(x).expand(-1, 3, -1, -1), x)
-        return self._norm(x)
+        gray = p[:, 10] > 0.5
+        if bool(gray.any()):
+            rows = gray.nonzero()[:, 0]
+            x.index_copy_(0, rows, _gray_into(x.index_select(0, rows)).expand(-1, 3, -1, -1))
+        # normalise into a contiguous (n, 3, s, s) tensor, same arithmetic as _norm
+        out = torch.empty((n, 3, self.image_size, self.image_size), device=dev,
+                          dtype=torch.float32)
+        mean = torch.tensor(self.mean, device=dev, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=dev, dtype=torch.float32).view(1, 3, 1, 1)
+        return torch.sub(x, mean, out=out).div_(std)
 
     def __call__(self, x_uint8: torch.Tensor, generator: torch.Generator):
         """(views, params) = (apply(x, params), params) with params = sample_params(len(x))."""

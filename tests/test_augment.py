@@ -171,3 +171,96 @@ def test_invalid_arguments():
         SimCLRAugment().apply(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), _identity_params(2))
     with pytest.raises(ValueError, match="uint8"):
         SimCLRAugment().apply(torch.zeros(2, 3, 8, 8), _identity_params(2))
+
+
+# ---------------------------------------------------------------- reference implementation
+# The straightforward pipeline that SimCLRAugment.apply replaced (per-sample affine grid +
+# grid_sample, RGB -> HSV -> RGB with the six-way case selection): the fast path must
+# agree with it to float32 rounding on every kind of row.
+
+def _ref_rgb_to_hsv(x):
+    r, g, b = x.unbind(1)
+    maxc, minc = x.amax(1), x.amin(1)
+    eqc = maxc == minc
+    cr = maxc - minc
+    ones = torch.ones_like(maxc)
+    s = cr / torch.where(eqc, ones, maxc)
+    crd = torch.where(eqc, ones, cr)
+    rc, gc, bc = (maxc - r) / crd, (maxc - g) / crd, (maxc - b) / crd
+    is_r = maxc == r
+    is_g = (maxc == g) & ~is_r
+    is_b = ~is_g & ~is_r
+    h = is_r * (bc - gc) + is_g * (2.0 + rc - bc) + is_b * (4.0 + gc - rc)
+    return torch.stack((torch.fmod(h / 6.0 + 1.0, 1.0), s, maxc), 1)
+
+
+def _ref_hsv_to_rgb(x):
+    h, s, v = x.unbind(1)
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.to(torch.int64) % 6
+    p = (v * (1.0 - s)).clamp(0.0, 1.0)
+    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
+    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
+    mask = (i.unsqueeze(1) == torch.arange(6).view(1, -1, 1, 1)).to(x.dtype)
+    a1 = torch.stack((v, q, p, p, t, v), 1)
+    a2 = torch.stack((t, v, v, q, p, p), 1)
+    a3 = torch.stack((p, p, t, v, v, q), 1)
+    return torch.stack([(mask * a).sum(1) for a in (a1, a2, a3)], 1)
+
+
+def _ref_gray(x):
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+
+
+def reference_apply(aug, x_uint8, p):
+    n, s = x_uint8.shape[0], aug.image_size
+    x = x_uint8.float() / 255.0
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = p[:, 2] * (1.0 - 2.0 * p[:, 4])
+    theta[:, 0, 2] = 2.0 * p[:, 0] + p[:, 2] - 1.0
+    theta[:, 1, 1] = p[:, 3]
+    theta[:, 1, 2] = 2.0 * p[:, 1] + p[:, 3] - 1.0
+    grid = torch.nn.functional.affine_grid(theta, [n, 3, s, s], align_corners=False)
+    x = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border",
+                                        align_corners=False)
+    b, c, sat, hue = (p[:, i].view(n, 1, 1, 1) for i in (6, 7, 8, 9))
+    y = (x * b).clamp(0.0, 1.0)
+    y = (c * y + (1.0 - c) * _ref_gray(y).mean((2, 3), keepdim=True)).clamp(0.0, 1.0)
+    y = (sat * y + (1.0 - sat) * _ref_gray(y)).clamp(0.0, 1.0)
+    hsv = _ref_rgb_to_hsv(y)
+    hsv[:, 0] = torch.remainder(hsv[:, 0] + hue[:, 0], 1.0)
+    x = torch.where(p[:, 5].view(n, 1, 1, 1) > 0.5, _ref_hsv_to_rgb(hsv), x)
+    x = torch.where(p[:, 10].view(n, 1, 1, 1) > 0.5, _ref_gray(x).expand(-1, 3, -1, -1), x)
+    mean = torch.tensor(aug.mean).view(1, 3, 1, 1)
+    std = torch.tensor(aug.std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@pytest.mark.parametrize("size_in,size_out,jitter_rows,seed", [
+    (32, 32, "sampled", 0), (32, 24, "sampled", 1), (16, 32, "sampled", 2),
+    (32, 32, "all", 3), (32, 32, "none", 4)])
+def test_fast_path_matches_reference_implementation(size_in, size_out, jitter_rows, seed):
+    aug = SimCLRAugment(size_out, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3),
+                        crop_scale=(0.08, 1.0))
+    x = _images(300, size=size_in, seed=seed)
+    p = aug.sample_params(300, torch.Generator().manual_seed(seed))
+    if jitter_rows != "sampled":
+        on = jitter_rows == "all"
+        g = torch.Generator().manual_seed(seed + 100)
+        p[:, COL["jitter"]] = float(on)
+        f = torch.rand(300, 4, generator=g)
+        p[:, COL["brightness"]] = 0.6 + 0.8 * f[:, 0] if on else 1.0
+        p[:, COL["contrast"]] = 0.6 + 0.8 * f[:, 1] if on else 1.0
+        p[:, COL["saturation"]] = 0.6 + 0.8 * f[:, 2] if on else 1.0
+        p[:, COL["hue"]] = -0.1 + 0.2 * f[:, 3] if on else 0.0
+    # a few saturated and flat pixels: ties of max/min and zero chroma take other branches
+    x[:5, :, :4] = 255
+    x[5:10, :, :4] = 0
+    x[10:15, 0] = x[10:15, 1]
+    out, ref = aug.apply(x, p), reference_apply(aug, x, p)
+    assert out.shape == ref.shape == (300, 3, size_out, size_out) and out.is_contiguous()
+    # float32 rounding, amplified by 1/std <= 5 (values are normalised)
+    torch.testing.assert_close(out, ref, atol=2e-4, rtol=0)
+    if jitter_rows == "none":  # without jitter only the resampling can round differently
+        torch.testing.assert_close(out, ref, atol=5e-5, rtol=0)
