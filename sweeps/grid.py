@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most this many trials at once (0: no limit)")
     r.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a "
                                      "local Ray is started)")
-    r.add_argument("--report-every", type=float, default=30.0, metavar="SECONDS",
+    r.add_argument("--report-every", type=float, default=None, metavar="SECONDS",
                    help="seconds between live trial tables (default 30)")
     r.add_argument("--dry-run", action="store_true",
                    help="print the trials, their resources and a cost estimate; start nothing")
@@ -147,19 +147,31 @@ def _is_uri(path: str) -> bool:
 
 
 def check_storage(path: str) -> str:
-    """An absolute, writable folder (created if missing), or a cloud URI (s3://, gs://)."""
+    """An absolute folder that can be created and written, or a cloud URI (s3://, gs://).
+    Nothing is created here (a refused sweep leaves nothing behind): the nearest existing
+    folder on the way must be writable; ``run_sweep`` creates the folder."""
     if _is_uri(path):
         if path.startswith("file://"):
             path = path[len("file://"):]
         else:
+            scheme = path.split("://", 1)[0].lower()
+            if scheme not in ("s3", "gs", "gcs", "abfs", "az", "hdfs"):
+                raise UsageError(f"invalid --storage {path!r}: unsupported scheme {scheme!r}; "
+                                 "allowed an absolute folder, s3://bucket/path, gs://bucket/"
+                                 "path, abfs://..., hdfs://...")
             return path.rstrip("/")
     p = Path(os.path.expanduser(path))
     if not p.is_absolute():
         raise UsageError(f"invalid --storage {path!r}: must be an absolute path (Ray Tune runs "
                          f"trials in other folders), e.g. {Path(path).resolve()}")
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"invalid --storage {path!r}: not writable ({existing} is a file, "
+                         "not a folder)")
     try:
-        p.mkdir(parents=True, exist_ok=True)
-        probe = p / f".clnscl-write-test-{os.getpid()}"
+        probe = existing / f".clnscl-write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
@@ -380,6 +392,13 @@ def plan_sweep(args) -> Plan:
         changes["budget_images"] = args.budget_images or None
     elif args.epochs is not None:
         changes["budget_images"] = None
+    if args.report_every is not None and not (args.report_every > 0
+                                              and math.isfinite(args.report_every)):
+        raise UsageError(f"invalid --report-every {args.report_every:g}: allowed a number of "
+                         "seconds > 0 (default 30)")
+    dataset = changes["config"].get("dataset", preset.config.get("dataset", "synthetic"))
+    if dataset not in DATASET_CLASSES:
+        raise UsageError(f"invalid dataset={dataset!r}: allowed {', '.join(DATASET_CLASSES)}")
     preset = resolve_data_root(preset.replace(**changes))
     points = preset.points()  # ConfigError for the first invalid grid point
     if not args.dry_run:
@@ -399,12 +418,23 @@ def plan_sweep(args) -> Plan:
     from ray import tune  # importing starts nothing
 
     resume = bool(tune.Tuner.can_restore(experiment_dir))
-    stored = {}
+    stored, unreadable = {}, None
     if resume:
         try:
             stored = json.loads(_read_text(f"{experiment_dir}/{SWEEP_FILE}"))
-        except (OSError, ValueError):
-            stored = {}
+            if not isinstance(stored, dict) or not stored.get("parent_run_id"):
+                raise ValueError("no parent_run_id in it")
+        except FileNotFoundError:
+            stored, unreadable = {}, "missing"
+        except (OSError, ValueError) as e:
+            stored, unreadable = {}, f"unreadable ({type(e).__name__}: {e})"
+    # --tracking-uri, then $MLFLOW_TRACKING_URI, then the store the sweep used last: a sweep
+    # resumed on a new head (new server address, or the database moved) follows the user
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
+        or (stored.get("tracking_uri") if resume else None) or tracking.default_tracking_uri()
+    uri = tracking.check_tracking_uri(uri)  # a postgresql:// URI names its driver
+    if resume and unreadable:
+        stored = _find_sweep_in_store(name, uri, experiment_dir, unreadable)
     if resume and stored:
         now = json.loads(json.dumps(preset.grid_spec()))
         was = stored.get("spec", {})
@@ -414,15 +444,11 @@ def plan_sweep(args) -> Plan:
                 f"sweep {name!r} at {experiment_dir} was started with a different "
                 f"{' and '.join(diff)}; resume it with its original settings (see "
                 f"{experiment_dir}/{SWEEP_FILE}) or choose another --name")
+        _check_resume_settings(name, preset, args, stored)
         kept = [k for k in ("resources", "max_failures") if k in was and now[k] != was[k]]
         if kept:
             print(f"warning: resuming sweep {name!r}: its original {' and '.join(kept)} "
                   f"({', '.join(str(was[k]) for k in kept)}) stay in force", file=sys.stderr)
-    # --tracking-uri, then $MLFLOW_TRACKING_URI, then the store the sweep used last: a sweep
-    # resumed on a new head (new server address, or the database moved) follows the user
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
-        or (stored.get("tracking_uri") if resume else None) or tracking.default_tracking_uri()
-    uri = tracking.check_tracking_uri(uri)  # a postgresql:// URI names its driver
     if resume and stored.get("tracking_uri") and uri != stored["tracking_uri"]:
         print(f"note: sweep {name!r} logged to {tracking.redact(stored['tracking_uri'])} "
               f"before; it now logs to {tracking.redact(uri)} (trial runs missing there are "
@@ -438,6 +464,57 @@ def plan_sweep(args) -> Plan:
                              '{"trial": NAME or "*", "epoch": E, "marker": PATH or null}') from None
     return Plan(preset=preset, points=points, name=name, storage=storage, tracking_uri=uri,
                 experiment_dir=experiment_dir, resume=resume, stored=stored, fault=fault)
+
+
+def _find_sweep_in_store(name: str, uri: str, experiment_dir: str, why: str) -> dict:
+    """The sweep file is gone or unreadable: find the sweep's parent run again in MLflow by
+    its stable keys (experiment = sweep name, tags clnscl.role = sweep, clnscl.sweep =
+    name), so that the resumed sweep continues it (and its trials' runs) instead of
+    starting a second parent. Refuses (UsageError) rather than guess."""
+    where = f"{experiment_dir}/{SWEEP_FILE}"
+    try:
+        client = tracking.connect(uri)
+        exp = tracking._retry(client.get_experiment_by_name, name)
+        run = tracking.find_sweep_run(client, exp.experiment_id, name) if exp else None
+    except Exception as e:  # noqa: BLE001 - the store must answer to resume safely
+        raise UsageError(f"sweep {name!r}: its sweep file {where} is {why}, and the tracking "
+                         f"store {tracking.redact(uri)} could not be searched for its parent "
+                         f"run ({type(e).__name__}); pass --tracking-uri of the store it "
+                         "used") from None
+    if run is None:
+        raise UsageError(f"sweep {name!r}: its sweep file {where} is {why}, and the tracking "
+                         f"store {tracking.redact(uri)} holds no parent run of it (tag "
+                         f"clnscl.sweep = {name!r}); pass --tracking-uri of the store it used, "
+                         "or start it again under another --name")
+    try:
+        spec = json.loads(run.data.tags.get("grid_spec", "{}"))
+    except ValueError:
+        spec = {}
+    params = run.data.params
+    settings = {k: float(params[k]) if k == "report_every" else int(params[k])
+                for k in ("max_concurrent", "report_every") if params.get(k) not in (None, "None")}
+    print(f"note: sweep {name!r}: sweep file {where} is {why}; found its parent run "
+          f"{run.info.run_id} in {tracking.redact(uri)} by tag clnscl.sweep (its trials' runs "
+          "are found by trial id); the file is written again", file=sys.stderr)
+    return {"name": name, "spec": spec, "tracking_uri": uri,
+            "experiment_id": run.info.experiment_id, "parent_run_id": run.info.run_id,
+            "settings": settings, "created": run.info.start_time / 1000.0}
+
+
+def _check_resume_settings(name: str, preset: Preset, args, stored: dict) -> None:
+    """--max-concurrent and --report-every are fixed when a sweep starts (Tune restores
+    them with the experiment): a different value on resume is refused, not ignored."""
+    was = stored.get("settings") or {}
+    now = {"max_concurrent": preset.max_concurrent or 0,
+           "report_every": args.report_every if args.report_every is not None else None}
+    for key, flag in (("max_concurrent", "--max-concurrent"), ("report_every", "--report-every")):
+        if key not in was or now[key] is None:
+            continue
+        if float(now[key]) != float(was[key]):
+            raise UsageError(
+                f"invalid {flag} {now[key]:g} on resume: sweep {name!r} was started with "
+                f"{flag} {was[key]:g}, which Ray Tune restores with the sweep; allowed: "
+                f"{was[key]:g} (or leave {flag} out), or start a new sweep with --name")
 
 
 # --- dry run ---------------------------------------------------------------------------
@@ -577,12 +654,21 @@ def _write_text(path: str, text: str) -> None:
         f.write(text.encode())
 
 
-def _write_sweep_file(plan: Plan, experiment_id: str, parent_run_id: str) -> None:
+def _report_every(args, plan: Plan) -> float:
+    """--report-every, else the sweep's own (on resume), else 30 s."""
+    if args.report_every is not None:
+        return args.report_every
+    return float((plan.stored.get("settings") or {}).get("report_every", 30.0))
+
+
+def _write_sweep_file(plan: Plan, experiment_id: str, parent_run_id: str,
+                      settings: dict | None = None) -> None:
     """What a later run with the same --name needs: the grid (to refuse a different one),
     the tracking store and the parent run (to continue it)."""
     data = {"name": plan.name, "spec": json.loads(json.dumps(plan.preset.grid_spec())),
             "tracking_uri": plan.tracking_uri, "experiment_id": experiment_id,
-            "parent_run_id": parent_run_id, "created": plan.stored.get("created", time.time())}
+            "parent_run_id": parent_run_id, "created": plan.stored.get("created", time.time()),
+            "settings": plan.stored.get("settings") or settings or {}}
     _write_text(f"{plan.experiment_dir}/{SWEEP_FILE}", json.dumps(data, indent=1))
 
 
@@ -761,12 +847,59 @@ def backfill(results, preset: Preset, client, sweep_ctx: dict) -> int:
     return n
 
 
+class _StopSignals:
+    """SIGTERM is turned into SIGINT (Tune's graceful stop: the sweep ends its open MLflow
+    runs KILLED with the reason, then exits 130); records which signal came."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._old = {}
+
+    def install(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_term(signum, frame):
+            self.received = "SIGTERM"
+            os.kill(os.getpid(), signal.SIGINT)  # Tune's handler, else KeyboardInterrupt
+
+        self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_term)
+        self._old["int"] = signal.getsignal(signal.SIGINT)
+
+        def on_int(signum, frame):
+            self.received = self.received or "SIGINT"
+            raise KeyboardInterrupt
+
+        self._old[signal.SIGINT] = signal.signal(signal.SIGINT, on_int)
+
+    def uninstall(self) -> None:
+        import signal
+
+        for sig, h in self._old.items():
+            if sig != "int":
+                signal.signal(sig, h)
+        self._old = {}
+
+    def reason(self) -> str | None:
+        if not self.received:
+            return None
+        return f"sweep interrupted ({self.received} to the driver)"
+
+
 def run_sweep(plan: Plan, args) -> int:
     from ray import tune
 
     from sweeps.trainable import train_trial
 
     p = plan.preset
+    if not _is_uri(plan.storage):
+        Path(plan.storage).mkdir(parents=True, exist_ok=True)
+    db = tracking.sqlite_path(plan.tracking_uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
     client = tracking.connect(plan.tracking_uri)
     exp_id = tracking.get_or_create_experiment(client, plan.name, plan.tracking_uri)
     spec = p.grid_spec()
@@ -776,13 +909,15 @@ def run_sweep(plan: Plan, args) -> int:
               "n_trials": len(plan.points), "resources.cpu": p.cpu, "resources.gpu": p.gpu,
               "checkpoint_every": p.checkpoint_every, "max_failures": p.max_failures,
               "budget_images": p.budget_images, "evals": p.evals if p.budget_images else None,
-              "storage": plan.experiment_dir,
+              "storage": plan.experiment_dir, "max_concurrent": p.max_concurrent or 0,
+              "report_every": _report_every(args, plan),
               **{f"config.{k}": v for k, v in spec["config"].items()}}
     tags = {**tracking.provenance_tags(REPO_ROOT), "preset_path": p.path,
             "description": p.description, "grid_spec": json.dumps(spec)}
     previous = plan.stored.get("parent_run_id") if plan.resume else None
     parent = tracking.start_sweep_run(client, exp_id, plan.name, params, tags, run_id=previous)
-    _write_sweep_file(plan, exp_id, parent)
+    _write_sweep_file(plan, exp_id, parent, settings={
+        "max_concurrent": p.max_concurrent or 0, "report_every": _report_every(args, plan)})
     cmd, url = tracking.ui_hint(plan.tracking_uri, exp_id)
     print(f"Sweep {plan.name!r}: {len(plan.points)} trials, "
           + ("RESUMING (finished trials are not rerun)" if plan.resume else "new")
@@ -791,7 +926,9 @@ def run_sweep(plan: Plan, args) -> int:
 
     started_ray = False
     status, code, error = "FAILED", 1, "sweep failed"
+    stop = _StopSignals()
     try:
+        stop.install()
         started_ray = _start_ray(cluster_address(args))
         sweep_ctx = {"tracking_uri": plan.tracking_uri, "experiment_id": exp_id,
                      "parent_run_id": parent, "checkpoint_every": p.checkpoint_every,
@@ -803,7 +940,7 @@ def run_sweep(plan: Plan, args) -> int:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, our columns
         reporter = tune.CLIReporter(metric_columns=METRIC_COLUMNS,
                                     parameter_columns=PARAMETER_COLUMNS,
-                                    max_report_frequency=max(1, int(args.report_every)),
+                                    max_report_frequency=max(1, int(_report_every(args, plan))),
                                     max_progress_rows=40, max_error_rows=10)
         if plan.resume:
             tuner = tune.Tuner.restore(plan.experiment_dir, trainable=trainable,
@@ -834,9 +971,11 @@ def run_sweep(plan: Plan, args) -> int:
                 errors[_trial_id(r)] = f"{type(r.error).__name__}: {r.error}"
             elif (r.metrics or {}).get("error_reason") and _trial_id(r):
                 errors[_trial_id(r)] = str(r.metrics["error_reason"])
+        if stop.received is None and (counts.get("incomplete") or counts.get("not started")):
+            stop.received = "SIGINT"  # Tune's own handler took it: a graceful stop
         _wait_for_store(client, exp_id, plan.tracking_uri)
         backfill(results, p, client, sweep_ctx)
-        tracking.close_dangling_runs(client, exp_id, parent, errors)
+        tracking.close_dangling_runs(client, exp_id, parent, errors, reason=stop.reason())
         n = len(trials) + counts.get("not started", 0)
         n_ok = counts.get("finished", 0)
         print()
@@ -867,7 +1006,7 @@ def run_sweep(plan: Plan, args) -> int:
         tracking._retry(client.log_artifact, parent, str(summary_csv))
         tracking.log_metrics(client, parent, {"n_trials": n, "n_finished": n_ok,
                                               "n_failed": n - n_ok, "wall_s": wall}, step=0)
-        if counts.get("incomplete") or counts.get("not started"):
+        if stop.received or counts.get("incomplete") or counts.get("not started"):
             status, code = "KILLED", 130
         elif n_ok == n:
             status, code = "FINISHED", 0
@@ -875,7 +1014,8 @@ def run_sweep(plan: Plan, args) -> int:
             status, code = "FAILED", 1
         tracking.end_run(client, parent, status,
                          error=None if status == "FINISHED"
-                         else f"{n - n_ok} of {n} trials not finished")
+                         else (stop.reason() + "; " if stop.received else "")
+                         + f"{n - n_ok} of {n} trials not finished")
         status = "DONE"
         if not args.no_analysis and n_ok:
             _run_analysis(plan)
@@ -892,15 +1032,16 @@ def run_sweep(plan: Plan, args) -> int:
         return code
     except KeyboardInterrupt:
         print(f"\nInterrupted: resume with the same command (--name {plan.name}).", file=sys.stderr)
-        status, code, error = "KILLED", 130, "sweep interrupted (Ctrl+C)"
+        status, code, error = "KILLED", 130, stop.reason() or "sweep interrupted (Ctrl+C)"
         return code
     except Exception as e:
         error = f"sweep failed: {type(e).__name__}: {e}"
         raise
     finally:
+        stop.uninstall()
         if status != "DONE":  # the parent run never stays RUNNING
             try:
-                tracking.close_dangling_runs(client, exp_id, parent)
+                tracking.close_dangling_runs(client, exp_id, parent, reason=error)
                 tracking.end_run(client, parent, "KILLED" if status == "KILLED" else "FAILED",
                                  error=error)
             except Exception as e:  # noqa: BLE001 - never mask the sweep's own outcome

@@ -88,13 +88,18 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
             raise TrackingError(f"tracking URI {uri!r}: the database path {str(db)!r} is "
                                 "relative; Ray trials run in other folders, so use "
                                 f"sqlite:///{Path(db).resolve()} (absolute)")
+        # nothing is created here (a refused sweep leaves nothing behind): the nearest
+        # existing folder must be a writable folder; the driver creates the rest
         parent = db.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
+        existing = parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
             raise TrackingError(f"tracking URI {uri!r}: cannot create folder {parent}: "
-                                f"{e}") from None
-        if not os.access(parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+                                f"{existing} is not a folder")
+        if db.exists() and db.is_dir():
+            raise TrackingError(f"tracking URI {uri!r}: {db} is a folder, not a database file")
+        if not os.access(existing, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
             raise TrackingError(f"tracking URI {uri!r}: {db} is not writable")
         return uri
     if scheme in ("http", "https"):
@@ -298,6 +303,14 @@ def start_sweep_run(client, experiment_id: str, sweep_name: str, params: Mapping
     return run.info.run_id
 
 
+def find_sweep_run(client, experiment_id: str, sweep_name: str):
+    """The sweep's parent run found by its stable keys (tags ``clnscl.role = sweep`` and
+    ``clnscl.sweep = NAME``), the newest when there are several; None when none."""
+    return find_run(client, experiment_id,
+                    f"tags.`{TAG_ROLE}` = '{PARENT_ROLE}' and "
+                    f"tags.`{TAG_SWEEP}` = '{_q(sweep_name)}'")
+
+
 def open_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str,
                    run_name: str, params: Mapping, tags: Mapping | None = None) -> tuple[str, bool]:
     """The child run of a Tune trial: the existing one with this trial id (a retry or a
@@ -392,7 +405,8 @@ def child_runs(client, experiment_id: str, parent_run_id: str) -> list:
 
 
 def close_dangling_runs(client, experiment_id: str, parent_run_id: str,
-                        errors_by_trial: Mapping[str, str] | None = None) -> list[str]:
+                        errors_by_trial: Mapping[str, str] | None = None,
+                        reason: str | None = None) -> list[str]:
     """After the sweep (no trial is running any more): a child run still RUNNING belongs to
     a trial whose process was killed before its ``finally`` ran (node lost, Ctrl+C). End it
     FAILED with the trial's error when Tune recorded one, else KILLED. Returns the run ids."""
@@ -404,8 +418,8 @@ def close_dangling_runs(client, experiment_id: str, parent_run_id: str,
         tid = run.data.tags.get(TAG_TRIAL, "")
         err = errors_by_trial.get(tid)
         end_run(client, run.info.run_id, "FAILED" if err else "KILLED",
-                error=err or "the trial process ended without closing its run "
-                             "(interrupted or its node was lost)")
+                error=err or reason or "the trial process ended without closing its run "
+                                       "(interrupted or its node was lost)")
         closed.append(run.info.run_id)
     return closed
 

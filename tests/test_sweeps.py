@@ -110,6 +110,16 @@ def test_unknown_preset_keys_are_named(tmp_path, text, key):
 
 
 # --- command-line errors: exit 2 before Ray starts -----------------------------------------
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fails the test if the sweep starts (or joins) Ray: ``ray.is_initialized()`` before
+    and after cannot tell, the sweep shuts down the Ray it started."""
+    def ray_must_not_start(*a, **k):
+        raise AssertionError("Ray was started for a refused invocation")
+
+    monkeypatch.setattr(grid, "_start_ray", ray_must_not_start)
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--preset", "nope"], ["unknown preset 'nope'", "quick", "cifar10"]),
     (["--tau", "0", "0.5"], ["tau=0.0"]),
@@ -121,40 +131,29 @@ def test_unknown_preset_keys_are_named(tmp_path, text, key):
     (["--set", "epochz=3"], ["epochz"]),
     (["--seeds", "0"], ["seeds=0"]),
 ])
-def test_cli_errors_exit_2_before_ray_starts(argv, words, capsys, tmp_path):
-    import ray
-
-    before = ray.is_initialized()
+def test_cli_errors_exit_2_before_ray_starts(argv, words, capsys, tmp_path, no_ray):
     t0 = time.time()
     rc = grid.main(argv + ([] if "--storage" in argv else ["--storage", str(tmp_path)]))
     err = capsys.readouterr().err
     assert rc == 2
     assert time.time() - t0 < 10
-    assert ray.is_initialized() == before  # nothing was started
     for w in words:
         assert w in err
 
 
-def test_unreachable_tracking_uri_exits_2_naming_it(capsys, tmp_path):
+def test_unreachable_tracking_uri_exits_2_naming_it(capsys, tmp_path, no_ray):
     import socket
-
-    import ray
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    before = ray.is_initialized()
     uri = f"http://127.0.0.1:{port}"
     rc = grid.main(["--tracking-uri", uri, "--storage", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and uri in err and "not reachable" in err
-    assert ray.is_initialized() == before
 
 
-def test_unwritable_storage_and_bad_name_exit_2(capsys, tmp_path):
-    import ray
-
-    before = ray.is_initialized()
+def test_unwritable_storage_and_bad_name_exit_2(capsys, tmp_path, no_ray):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     assert grid.main(["--storage", str(blocker / "results")]) == 2
@@ -162,10 +161,9 @@ def test_unwritable_storage_and_bad_name_exit_2(capsys, tmp_path):
     assert "--storage" in err and "not writable" in err
     assert grid.main(["--storage", str(tmp_path), "--name", "../escape"]) == 2
     assert "--name" in capsys.readouterr().err
-    assert ray.is_initialized() == before
 
 
-def test_trial_bigger_than_this_machine_exits_2(capsys, tmp_path):
+def test_trial_bigger_than_this_machine_exits_2(capsys, tmp_path, no_ray):
     """A local sweep (no cluster) whose trial cannot fit here would wait forever in Tune."""
     import os
 
@@ -179,7 +177,6 @@ def test_trial_bigger_than_this_machine_exits_2(capsys, tmp_path):
     assert grid.main(["--gpus-per-trial", "64", "--device", "cuda",
                       "--storage", str(tmp_path)]) == 2
     assert "resources.gpu" in capsys.readouterr().err
-    assert not ray.is_initialized()
 
 
 # --- data found before compute; a local Ray on loopback ----------------------------------
@@ -193,17 +190,13 @@ def test_trial_bigger_than_this_machine_exits_2(capsys, tmp_path):
       "/nonexistent/tiny"], ["dataset tinyimagenet not found", "'/nonexistent/tiny'",
                              "/nonexistent/tiny/train/<class>"]),
 ])
-def test_missing_dataset_exits_2_before_ray_starts(argv, words, capsys, tmp_path):
-    import ray
-
-    before = ray.is_initialized()
+def test_missing_dataset_exits_2_before_ray_starts(argv, words, capsys, tmp_path, no_ray):
     t0 = time.time()
     rc = grid.main(argv + ["--storage", str(tmp_path), "--tracking-uri",
                            f"sqlite:///{tmp_path}/mlflow.db"])
     err = capsys.readouterr().err
     assert rc == 2, err
     assert time.time() - t0 < 10
-    assert ray.is_initialized() == before
     for w in words:
         assert w in err
 
@@ -466,8 +459,12 @@ def test_failed_trial_retried_from_checkpoint_one_run_same_results(sweep_a, swee
 
 
 @pytest.mark.slow
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(sweep_a, sweep_b, workdir,
-                                                                     tmp_path, capsys):
+def test_failed_trial_resumed_by_rerun_without_rerunning_finished_trials(sweep_a, sweep_b,
+                                                                        workdir, tmp_path,
+                                                                        capsys):
+    """A trial that failed for good is retried from its checkpoint by rerunning the same
+    command; the finished one is not rerun. (An interrupted DRIVER: tests/test_faults.py
+    test_driver_signal_then_rerun_one_finished_run_per_trial.)"""
     before = sweep_b["before"]
     assert sweep_b["rc1"] == 1, "a failed trial makes the exit status non-zero"
     (pid, pstatus), = before["parents"]

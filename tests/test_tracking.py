@@ -121,7 +121,18 @@ def test_metrics_logged_once_per_step_and_in_batches(store):
     rid, _ = T.open_trial_run(c, exp, parent, "bbbbb_00000", "metrics", params={})
     recs = [{"epoch": e, "cl/loss": 1.0 / (e + 1), "nscl/cka": float("nan") if e == 0 else 0.9,
              "fingerprint": "abc", "flag": True} for e in range(3)]
+    calls = []
+    real_log_batch = c.log_batch
+
+    def counting_log_batch(run_id, metrics=(), params=(), tags=()):
+        calls.append(len(metrics))
+        return real_log_batch(run_id, metrics=metrics, params=params, tags=tags)
+
+    c.log_batch = counting_log_batch  # the real store's call, counted
     assert T.log_records(c, rid, recs) == 3
+    # one request per record, with all its numbers (2 each: epoch is the step, and a key)
+    assert calls == [3, 3, 3], calls
+    calls.clear()
     assert T.logged_steps(c, rid) == {0, 1, 2}
     # a restored trial replays epochs 2..3: only epoch 3 is new
     replay = recs[2:] + [{"epoch": 3, "cl/loss": 0.2, "nscl/cka": 0.95}]
@@ -132,8 +143,11 @@ def test_metrics_logged_once_per_step_and_in_batches(store):
     assert "flag" not in c.get_run(rid).data.metrics
     # more than MLflow's 1000 entities per request: split into batches
     wide = {f"m{i:04d}": float(i) for i in range(1500)}
+    calls.clear()
     T.log_metrics(c, rid, wide, step=7)
+    assert calls == [1000, 500], calls  # MLflow's limit per request, no more requests
     assert len([k for k in c.get_run(rid).data.metrics if k.startswith("m")]) == 1500
+    c.log_batch = real_log_batch
     T.end_run(c, rid)
 
 
