@@ -59,21 +59,43 @@ def _fro2(A: torch.Tensor) -> torch.Tensor:
     return (A * A).sum()
 
 
-def _cka(X: torch.Tensor, Y: torch.Tensor, debiased: bool) -> float:
-    """Feature-form linear CKA of float64 tensors (Kornblith et al. notebook).
+def _sq_gram(A: torch.Tensor) -> torch.Tensor:
+    """||A^T A||_F^2 of a float64 (n, d) matrix. On the CPU with n > d it uses BLAS dsyrk
+    (the symmetric product: half the flops of A.T @ A), else a matmul."""
+    n, d = A.shape
+    if A.device.type == "cpu" and n > d and A.dtype == torch.float64:
+        from scipy.linalg.blas import dsyrk  # on use (scipy is imported lazily here)
+
+        a = A.contiguous().numpy().T            # (d, n), Fortran order: no copy
+        c = torch.from_numpy(dsyrk(1.0, a))     # upper triangle of a a^T = A^T A
+        c = c.triu()
+        diag = c.diagonal()
+        return 2 * _fro2(c) - _fro2(diag)
+    return _fro2(A.T @ A)
+
+
+def _stats(X: torch.Tensor, Y: torch.Tensor) -> dict:
+    """The d x d products behind CKA (biased and debiased) and rho, computed once:
+    ||Xc^T Xc||^2, ||Yc^T Yc||^2, ||Yc^T Xc||^2 and the Gram diagonals (row norms^2) of
+    the column-centred float64 X, Y. O(n d^2)."""
+    X, Y = _centre(X), _centre(Y)
+    return {"n": X.shape[0], "xx": _sq_gram(X), "yy": _sq_gram(Y), "xy": _fro2(Y.T @ X),
+            "rx": (X * X).sum(1), "ry": (Y * Y).sum(1)}
+
+
+def _cka_from(st: dict, debiased: bool) -> float:
+    """Feature-form linear CKA from ``_stats`` (Kornblith et al. notebook).
 
     Biased: HSIC(X, Y) ~ ||Yc^T Xc||_F^2 = tr(Kx H Ky H) with Kx = X X^T.
     Debiased: the unbiased HSIC U-statistic (Song et al. 2012), whose n x n form
     tr(K~x K~y) + 1^T K~x 1 1^T K~y 1 / ((n-1)(n-2)) - 2/(n-2) 1^T K~x K~y 1 (zero-diagonal
     K~) equals, on centred features, the expression below up to a factor that cancels.
     """
-    n = X.shape[0]
-    X, Y = _centre(X), _centre(Y)
-    xy, xx, yy = _fro2(Y.T @ X), _fro2(X.T @ X), _fro2(Y.T @ Y)
+    n, xy, xx, yy = st["n"], st["xy"], st["xx"], st["yy"]
     if debiased:
         if n < 4:
             raise ValueError(f"debiased CKA needs n >= 4 rows, got {n}")
-        rx, ry = (X * X).sum(1), (Y * Y).sum(1)  # diagonals of the Gram matrices
+        rx, ry = st["rx"], st["ry"]  # diagonals of the Gram matrices
         nx, ny = rx.sum(), ry.sum()
 
         def unbiased(dot, ra, rb, na, nb):
@@ -84,6 +106,10 @@ def _cka(X: torch.Tensor, Y: torch.Tensor, debiased: bool) -> float:
         if not (xx > 0 and yy > 0):
             return math.nan
     return float(xy / (xx.sqrt() * yy.sqrt()))
+
+
+def _cka(X: torch.Tensor, Y: torch.Tensor, debiased: bool) -> float:
+    return _cka_from(_stats(X, Y), debiased)
 
 
 def linear_cka(X, Y, debiased: bool = False) -> float:
@@ -107,12 +133,15 @@ def cosine_cka(Z1, Z2) -> float:
     return _cka(_rownorm(Z1), _rownorm(Z2), debiased=False)
 
 
-def _rho(U: torch.Tensor, V: torch.Tensor) -> float:
+def _rho_from(st: dict) -> float:
     """||H(U U^T - V V^T)H||_F / ||H U U^T H||_F in feature form (Uc, Vc column-centred):
     ||Uc Uc^T - Vc Vc^T||_F^2 = ||Uc^T Uc||_F^2 + ||Vc^T Vc||_F^2 - 2 ||Uc^T Vc||_F^2."""
-    U, V = _centre(U), _centre(V)
-    uu, vv, uv = _fro2(U.T @ U), _fro2(V.T @ V), _fro2(U.T @ V)
+    uu, vv, uv = st["xx"], st["yy"], st["xy"]
     return float((uu + vv - 2 * uv).clamp_min(0).sqrt() / uu.sqrt())
+
+
+def _rho(U: torch.Tensor, V: torch.Tensor) -> float:
+    return _rho_from(_stats(U, V))
 
 
 def similarity_distance(Z1, Z2) -> float:
@@ -138,12 +167,31 @@ def cka_bounds(rho: float) -> tuple[float, float]:
     return math.sqrt(1 - rho * rho), (1 - rho) / (1 + rho)
 
 
-def _rdm_triu(X: torch.Tensor) -> np.ndarray:
+def _rdm_triu(X: torch.Tensor) -> torch.Tensor:
     """Strict upper triangle of the RDM 1 - cos(x_i, x_j), row-major like scipy's pdist."""
     U = _rownorm(X)
     n = U.shape[0]
-    iu = torch.triu_indices(n, n, offset=1, device=U.device)
-    return (1 - (U @ U.T)[iu[0], iu[1]]).cpu().numpy()
+    mask = torch.ones(n, n, dtype=torch.bool, device=U.device).triu_(1)
+    return (U @ U.T).masked_select(mask).neg_().add_(1.0)
+
+
+def _average_ranks(a: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of a 1-D tensor, ties given their average rank (scipy's rankdata
+    "average"); one parallel sort, the tie pass only when there are ties."""
+    s, order = torch.sort(a)
+    m = a.numel()
+    new = torch.ones(m, dtype=torch.bool, device=a.device)
+    torch.ne(s[1:], s[:-1], out=new[1:])
+    del s
+    ranks = torch.empty(m, dtype=torch.float64, device=a.device)
+    if bool(new.all()):
+        ranks[order] = torch.arange(1, m + 1, dtype=torch.float64, device=a.device)
+        return ranks
+    starts = new.nonzero()[:, 0]
+    ends = torch.cat([starts[1:], starts.new_tensor([m])])
+    avg = 0.5 * (starts + ends + 1).to(torch.float64)  # mean of ranks starts+1 .. ends
+    ranks[order] = torch.repeat_interleave(avg, ends - starts)
+    return ranks
 
 
 def rsa(X, Y, method: str = "spearman", max_rows: int = 5000) -> float:
@@ -151,27 +199,53 @@ def rsa(X, Y, method: str = "spearman", max_rows: int = 5000) -> float:
 
     RDM = 1 - cosine similarity between rows; ``method`` is "spearman" (default) or
     "pearson". The RDMs are n x n, so more than ``max_rows`` rows is refused: subsample
-    (the same rows for both models), e.g. with ``compare(..., rsa_rows=...)``.
+    (the same rows for both models), e.g. with ``compare(..., rsa_rows=...)``. Spearman
+    ranks the n(n-1)/2 pairs (inherently O(n^2 log n)); Pearson is computed in feature form
+    (O(n d^2), no n x n matrix), so it is not limited by ``max_rows``.
     """
     if method not in RSA_METHODS:
         raise ValueError(f"unknown RSA method {method!r}: allowed {', '.join(RSA_METHODS)}")
     X, Y = _pair(X, Y)
     n = X.shape[0]
+    if n < 3:
+        raise ValueError(f"rsa needs n >= 3 rows (>= 3 pairs), got {n}")
+    if method == "pearson":
+        return _rsa_pearson(_rownorm(X), _rownorm(Y))
     if n > max_rows:
         raise ValueError(
             f"rsa on {n} rows would build two {n}x{n} RDMs; more than max_rows={max_rows} is "
             "refused: subsample the same rows of both (e.g. compare(..., rsa_rows=2000)) "
             "or raise max_rows knowingly")
-    if n < 3:
-        raise ValueError(f"rsa needs n >= 3 rows (>= 3 pairs), got {n}")
-    a, b = _rdm_triu(X), _rdm_triu(Y)
-    if method == "spearman":
-        import scipy.stats  # on use: it costs ~1 s to import
-
-        a, b = scipy.stats.rankdata(a), scipy.stats.rankdata(b)
+    a = _rdm_triu(X)
+    if bool(torch.isnan(a).any()):
+        return math.nan
+    a = _average_ranks(a)
+    b = _rdm_triu(Y)
+    if bool(torch.isnan(b).any()):
+        return math.nan
+    b = _average_ranks(b)
     a, b = a - a.mean(), b - b.mean()
     denom = math.sqrt(float(a @ a) * float(b @ b))
     return float(a @ b) / denom if denom > 0 else math.nan
+
+
+def _rsa_pearson(U: torch.Tensor, V: torch.Tensor) -> float:
+    """Pearson correlation of the strict upper triangles of 1 - U U^T and 1 - V V^T (rows
+    of U, V unit or zero) in feature form. With S = U U^T, over the m = n(n-1)/2 pairs:
+    sum S_ij = (||1^T U||^2 - tr S) / 2, sum S_ij^2 = (||U^T U||^2 - ||diag S||^2) / 2,
+    sum S_ij T_ij = (||U^T V||^2 - diag S . diag T) / 2; 1 - S has the same correlation."""
+    n = U.shape[0]
+    m = n * (n - 1) / 2
+    du, dv = (U * U).sum(1), (V * V).sum(1)
+    su, sv = U.sum(0), V.sum(0)
+    s1 = (su @ su - du.sum()) / 2
+    t1 = (sv @ sv - dv.sum()) / 2
+    s2 = (_sq_gram(U) - du @ du) / 2
+    t2 = (_sq_gram(V) - dv @ dv) / 2
+    st = (_fro2(V.T @ U) - du @ dv) / 2
+    cov = st - s1 * t1 / m
+    var = (s2 - s1 * s1 / m) * (t2 - t1 * t1 / m)
+    return float(cov / var.sqrt()) if var > 0 else math.nan
 
 
 def _named_params(model, prefixes):
@@ -247,8 +321,8 @@ def compare(X_ref, X_other, rsa_rows: int | None = None, seed: int = 0,
     """
     X, Y = _pair(X_ref, X_other)
     n = X.shape[0]
-    U, V = _rownorm(X), _rownorm(Y)
-    rho = _rho(U, V)
+    raw, cos = _stats(X, Y), _stats(_rownorm(X), _rownorm(Y))  # each product once
+    rho = _rho_from(cos)
     bound_sqrt, bound_ratio = cka_bounds(rho)
     if rsa_rows is not None and rsa_rows < n:
         idx = np.sort(np.random.default_rng(seed).choice(n, size=rsa_rows, replace=False))
@@ -257,11 +331,11 @@ def compare(X_ref, X_other, rsa_rows: int | None = None, seed: int = 0,
     else:
         Xr, Yr = X, Y
     return {
-        "cka": _cka(X, Y, debiased=False),
-        "cka_debiased": _cka(X, Y, debiased=True),
+        "cka": _cka_from(raw, debiased=False),
+        "cka_debiased": _cka_from(raw, debiased=True),
         "rsa": rsa(Xr, Yr, method=rsa_method),
         "rho": rho,
-        "cka_cos": _cka(U, V, debiased=False),
+        "cka_cos": _cka_from(cos, debiased=False),
         "bound_sqrt": bound_sqrt,
         "bound_ratio": bound_ratio,
     }

@@ -275,3 +275,35 @@ def test_parameter_distance_mismatch_raises():
         al.parameter_distance(nn.Linear(3, 2), nn.Linear(3, 4))
     with pytest.raises(ValueError, match="different parameters"):
         al.parameter_distance(nn.Linear(3, 2), nn.Sequential(nn.Linear(3, 2)))
+
+
+# ---------------------------------------------------------------- fast paths pinned to references
+
+def test_rsa_spearman_with_ties_matches_scipy():
+    X, Y = _pair(30, 5, 5, seed=12)
+    X[10:15] = X[0]  # duplicated rows: many tied RDM entries (exact zeros and repeats)
+    Y[20:22] = Y[1]
+    a = scipy.spatial.distance.pdist(X, metric="cosine")
+    b = scipy.spatial.distance.pdist(Y, metric="cosine")
+    assert al.rsa(X, Y) == pytest.approx(scipy.stats.spearmanr(a, b)[0], rel=1e-10)
+    r = torch.tensor([3.0, 1.0, 3.0, 2.0, 3.0, 0.5])
+    assert torch.equal(al._average_ranks(r), torch.tensor(scipy.stats.rankdata(r.numpy())))
+
+
+def test_rsa_pearson_is_feature_form_beyond_max_rows():
+    X, Y = _pair(400, 6, 9, seed=13)
+    a = scipy.spatial.distance.pdist(X, metric="cosine")
+    b = scipy.spatial.distance.pdist(Y, metric="cosine")
+    assert al.rsa(X, Y, method="pearson", max_rows=50) == pytest.approx(
+        scipy.stats.pearsonr(a, b)[0], rel=1e-10)
+    with pytest.raises(ValueError, match="subsample"):
+        al.rsa(X, Y, method="spearman", max_rows=50)
+
+
+@pytest.mark.parametrize("n,d", [(50, 7), (7, 50), (300, 64)])
+def test_sq_gram_equals_explicit(n, d):
+    A = torch.from_numpy(np.random.default_rng(n).standard_normal((n, d)))
+    assert float(al._sq_gram(A)) == pytest.approx(float(((A.T @ A) ** 2).sum()), rel=1e-12)
+    # a non-contiguous view takes the same path
+    At = torch.from_numpy(np.random.default_rng(d).standard_normal((d, n))).T
+    assert float(al._sq_gram(At)) == pytest.approx(float(((At.T @ At) ** 2).sum()), rel=1e-12)
