@@ -158,3 +158,4 @@ def test_corrupt_and_truncated_checkpoints_fall_back_to_the_previous_good_one(da
         _same_records(_records(c, run.info.run_id, tmp_path / tau),
                       _records(c, reference[f"tau={tau} B=16 C=2 seed=0"].info.run_id,
                                tmp_path / f"ref{tau}"))
+
