@@ -428,10 +428,10 @@ def judge(fit: PooledSlope | dict, expected_sign: int | None = None) -> tuple[st
             continue
         if lo <= target <= hi:
             parts.append(f"consistent with {target:.2f} ({name})")
-        elif sign * hi < sign * target:  # whole interval steeper than the target
-            parts.append(f"steeper than {target:.2f} ({name})")
-        else:
+        elif sign * hi < sign * target:  # the whole interval short of the target's size
             parts.append(f"shallower than {target:.2f} ({name})")
+        else:
+            parts.append(f"steeper than {target:.2f} ({name})")
     if parts:
         text += "; magnitude " + ", ".join(parts)
         if any(p.startswith("shallower") for p in parts):

@@ -31,12 +31,14 @@ import pandas as pd
 # ---------------------------------------------------------------------------------------
 # names (mirrors clnscl.records without importing it)
 
-BOOKKEEPING = ("epoch", "step", "step_lr", "cum_lr", "time_s")
+BOOKKEEPING = ("epoch", "step", "step_lr", "cum_lr", "time_s", "eval_rows", "knn_bank_rows")
 REFERENCE_OBJECTIVE = "cl"
-COMPARED_ORDER = ("nscl", "supcon", "ce")
+COMPARED_ORDER = ("nscl", "supcon", "ce", "cl_indep")
+CONTROL_OBJECTIVE = "cl_indep"  # the uncoupled control: CL with its own batches and views
 ALIGNMENT_METRICS = ("cka", "cka_debiased", "rsa", "rho", "cka_cos", "bound_sqrt", "bound_ratio")
 PARAM_METRICS = ("param_dist", "param_dist_layer")
-MODEL_METRICS = ("loss", "knn_acc", "ncc_acc", "probe_acc")
+DRIFT_METRICS = ("init_cka", "weight_move", "knn_gain")  # drift from the shared init
+MODEL_METRICS = ("loss", "knn_acc", "ncc_acc", "probe_acc", *DRIFT_METRICS)
 # metrics that may legitimately be NaN (bounds say nothing for rho >= 1; the unbiased HSIC
 # estimator can be negative, making debiased CKA undefined): never a reason to exclude.
 MAY_BE_NAN = ("bound_sqrt", "bound_ratio", "cka_debiased")
@@ -610,7 +612,7 @@ def curves_table(sweep: Sweep) -> pd.DataFrame:
     for rec in sweep.included:
         hist = rec.history or {}
         book = {}
-        for k in ("step", "step_lr", "cum_lr", "time_s"):
+        for k in ("step", "step_lr", "cum_lr", "time_s", "eval_rows", "knn_bank_rows"):
             if k in hist:
                 book[k] = dict(hist[k])
         base = _base_row(rec)
