@@ -296,7 +296,7 @@ def bench_ray_overhead(direct_s: float, timeout: int = 600) -> dict | str:
         cmd = [sys.executable, str(ROOT / "sweeps" / "grid.py"), "--tau", "0.2",
                "--batch-size", "64", "--classes", "8", "--seeds", "1", "--name", "bench",
                "--storage", str(Path(tmp) / "ray"), "--tracking-uri",
-               (Path(tmp) / "mlruns").as_uri(), "--no-analysis"]
+               f"sqlite:///{Path(tmp) / 'mlflow.db'}", "--no-analysis"]
         t0 = time.perf_counter()
         try:
             r = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT,
