@@ -449,8 +449,9 @@ def _claim_row(claim, measure, f: PooledSlope | None, **kw) -> dict:
         _code, text = judge(f)
         row.update(estimate=f.slope, ci_low=f.ci[0], ci_high=f.ci[1], predicted=f.predicted,
                    bound_local=f.bound_local, verdict=text, n_trials=f.n, n_seeds=f.n_groups,
-                   note="; ".join(x for x in (f.method, f.pooling if f.n_slices > 1 else "",
-                                              f.note) if x))
+                   note="; ".join(x for x in (f.method if math.isfinite(f.slope) else "",
+                                              f.pooling if f.n_slices > 1 and
+                                              math.isfinite(f.slope) else "", f.note) if x))
         if not math.isfinite(f.slope):
             row["verdict"] = "not testable: " + (f.note or "no fit")
     row.update(kw)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import claims as _claims
 from . import figures as _figures
 from . import fits as _fits
 from .tables import Sweep, curves_table, load_sweep, trials_table
@@ -155,7 +156,11 @@ def _scaling_rows(scal: pd.DataFrame, kind: str) -> list[list]:
 
 
 def _section_claim1(trials, scal) -> list[str]:
-    out = ["## Claim 1: representations stay aligned", "", f"> {CLAIMS['1']}", ""]
+    out = ["## Claim 1: representations stay aligned (per-slice fits, descriptive)", "",
+           f"> {CLAIMS['1']}", "",
+           ("The fits below are per slice and DESCRIPTIVE: 2-3 points each, many of them, no "
+           "multiple-comparison control; the primary test of each axis is the pooled fit above. "
+           "`slice_fits.csv` has the same fits with Holm-adjusted p-values."), ""]
     if trials is None or trials.empty:
         return out + ["No analysable trials.", ""]
     nscl = trials[trials["objective"] == "nscl"] if "objective" in trials else trials.iloc[0:0]
@@ -220,9 +225,13 @@ def _section_claim1(trials, scal) -> list[str]:
                        f"{_fits.PREDICTED[kind]:g}): "
                        + ", ".join(f"{n} {what}" for n, what in counts if n) + ".")
             if kind == "tau" and len(fitted):
-                pos = (pd.to_numeric(fitted["ci_low"], errors="coerce") > 0).sum()
-                out.append(f"Sign: {pos} of {len(fitted)} slopes positive at 95% (misalignment "
-                           "shrinks as tau grows), the firm part of the prediction.")
+                lo = pd.to_numeric(fitted["ci_low"], errors="coerce")
+                with_ci = int(lo.notna().sum())
+                pos = int((lo > 0).sum())
+                out.append(f"Sign: {pos} of {with_ci} slopes with an interval positive at 95% "
+                           f"({len(fitted) - with_ci} fits have no interval; "
+                           f"{int((pd.to_numeric(fitted['slope'], errors='coerce') > 0).sum())} "
+                           f"of {len(fitted)} point slopes positive).")
             out.append("")
         out.append(_md_table(head, rows) if rows else "No fit rows.")
         out.append("")
@@ -332,7 +341,9 @@ def _section_claim3(comp) -> list[str]:
         if h is None or (isinstance(h, float) and math.isnan(h)):
             v = g["note"].iloc[0] or "n/a"
         elif h:
-            v = "NSCL highest" + (" (CI above all others)" if s else " (CIs overlap)")
+            has_ci = g["ci_low"].notna().all()
+            v = "NSCL highest" + ((" (CI above all others)" if s else " (CIs overlap)")
+                                  if has_ci else " (point means only: no interval)")
         else:
             v = f"NSCL NOT highest (highest: {g.sort_values('rank')['objective'].iloc[0]})"
         rows.append([at, sl, met.upper(), cells, v])
@@ -349,6 +360,133 @@ def _section_claim3(comp) -> list[str]:
         out.append(f"At the final epoch NSCL has the highest mean in {k} of {len(keys)} "
                    "(grid point, metric) cases.")
         out.append("")
+    return out
+
+
+def _section_answer(claims: pd.DataFrame, details: dict) -> list[str]:
+    """The report opens with its answer: one row per claim, and what the data can carry."""
+    out = ["## Answer: one row per claim", "", _claims.power_banner(claims, details), ""]
+    if claims is None or claims.empty:
+        return out + ["No claim could be tested on this sweep.", ""]
+    rows = []
+    for _, r in claims.iterrows():
+        pred = r["predicted"]
+        rows.append([r["claim"], r["measure"], _num(r["estimate"], 3),
+                     _ci(_claims._num(r["ci_low"]), _claims._num(r["ci_high"]), 3),
+                     pred if isinstance(pred, str) else _num(pred, 2), _num(r["bound_local"], 2),
+                     r["verdict"], _num(r["n_trials"], 0), _num(r["n_seeds"], 0),
+                     r["note"] if isinstance(r["note"], str) else ""])
+    out.append(_md_table(["claim", "measure", "estimate", "95% CI", "predicted",
+                          "bound's local", "verdict", "trials", "seeds", "note"], rows))
+    out += ["", ("Claim-1 rows are one pooled regression over all trials (the trial as the unit, "
+            "the other grid axes as free slice effects, `pooled_fits.csv`); the direction is the "
+            "firm prediction, the magnitude is read against the asymptotic slope and against the "
+            "bound's own local slope on this grid (from each trial's logged S_T, tau, C, B). "
+            "The same rows are in `claims.csv`."), ""]
+    return out
+
+
+def _section_pooled(details: dict) -> list[str]:
+    out = ["## Claim 1, primary tests: pooled fits", ""]
+    p = details.get("pooled")
+    if p is None or p.empty:
+        return out + ["No pooled fit: no alignment metrics or fewer than 2 values of any axis.", ""]
+    rows = [[r["axis"], r["measure"], r["features"], _num(r["slope"], 3),
+             _ci(r["ci_low"], r["ci_high"]), _num(r["predicted"], 2), _num(r["bound_local"], 2),
+             r["verdict"], int(r["n"]), r["n_at_floor"], r["pooling"], r["method"],
+             (f"{_num(r['cum_lr_min'], 3)}-{_num(r['cum_lr_max'], 3)}"
+              + (" (differs across x)" if r["s_t_warning"] else ""))]
+            for _, r in p.iterrows()]
+    out.append(_md_table(["axis", "measure", "features", "slope", "95% CI", "predicted",
+                          "bound's local", "verdict", "n", "rows <= 0", "pooling", "interval",
+                          "S_T range"], rows))
+    out += ["", ("Rows at or below 0 are kept: such fits switch to a log-link quasi-Poisson GLM "
+            "(PPML). `pooling` is an F-test of slope-by-slice interactions: where it is rejected "
+            "the common slope is an average over different slopes."), ""]
+    warn = p[p["s_t_warning"].astype(str) != ""]
+    if len(warn):
+        out += [f"S_T warning: {warn['s_t_warning'].iloc[0]}.", ""]
+    return out
+
+
+def _section_controls(trials, details: dict) -> list[str]:
+    out = ["## Controls: learned alignment versus inertia", ""]
+    st = details.get("status")
+    if st is None or st.empty or st["trained"].isna().all():
+        out += [("Drift from init (init_cka, knn_gain) was not logged: no trial could be checked "
+                "for training; all are used."), ""]
+    else:
+        bad = st[st["trained"].eq(False)]
+        out.append(f"A trial's CL \"did not train\" when its final init_cka > "
+                   f"{_claims.INIT_CKA_MAX:g} or knn_gain <= {_claims.KNN_GAIN_MIN:g}; such "
+                   f"trials are left out of every claim test. {len(bad)} of {len(st)} did not "
+                   "train" + (":" if len(bad) else "."))
+        out.append("")
+        if len(bad):
+            out.append(_md_table(["trial (did not train)", "CL init_cka", "CL knn_gain", "reason"],
+                                 [[r["trial"], _num(r["cl_init_cka"]), _num(r["cl_knn_gain"]),
+                                   r["reason"]] for _, r in bad.iterrows()]))
+            out.append("")
+    c = details.get("control")
+    if c is not None and not c.empty:
+        out.append("CL-vs-NSCL rho as a fraction of CL-vs-cl_indep rho (the uncoupled control), "
+                   "paired within each trial; below 1 means the shared batches and views buy "
+                   "alignment beyond a shared start:")
+        out.append("")
+        out.append(_md_table(["C", "trials", "ratio (geometric mean)", "95% CI", "note"],
+                             [[r["n_classes"], r["n_trials"], _num(r["ratio"]),
+                               _ci(r["ci_low"], r["ci_high"], 3), r["note"]]
+                              for _, r in c.iterrows()]))
+        out.append("")
+    else:
+        out += [("No `cl_indep` control in this sweep: CL-vs-NSCL alignment cannot be read "
+                "against what a shared start alone buys."), ""]
+    used = details.get("used")
+    if used is not None and "eval_rows" in used.columns:
+        ev = pd.to_numeric(used["eval_rows"], errors="coerce").dropna()
+        kb = pd.to_numeric(used.get("knn_bank_rows", pd.Series(dtype=float)),
+                           errors="coerce").dropna()
+        out += [f"Evaluation sample per trial: {_num(ev.min(), 0)}-{_num(ev.max(), 0)} rows per "
+                "split behind the alignment metrics"
+                + (f"; kNN bank {_num(kb.min(), 0)}-{_num(kb.max(), 0)} rows" if len(kb) else "")
+                + ". Biased CKA is inflated at small n: compare `1-cka_debiased` rows.", ""]
+    return out
+
+
+def _section_growth_forms(details: dict) -> list[str]:
+    out = ["### Claim 2: growth form per trial", ""]
+    g = details.get("growth")
+    if g is None or g.empty:
+        return out + ["No parameter-distance curves with cum_lr.", ""]
+    rows = [[r["trial"], r["n_points"], _num(r["rate"]), r.get("best", "n/a"),
+             _num(r["delta_aic"], 2), _num(r["fold_change"]), r["note"]]
+            for _, r in g.iterrows()]
+    out.append("Exponential (log d linear in S_T), power law (log d linear in log S_T) and "
+               "saturating (d = A(1 - exp(-S_T/k))) fitted to each trial's NSCL distance after "
+               "epoch 0; best by AIC, with its lead over the runner-up:")
+    out.append("")
+    out.append(_md_table(["trial", "points", "exp. rate", "best", "AIC lead", "fold change",
+                          "note"], rows))
+    out.append("")
+    return out
+
+
+def _section_paired(details: dict) -> list[str]:
+    out = ["### Claim 3: paired differences within each trial", ""]
+    p = details.get("paired")
+    if p is None or p.empty:
+        return out + ["Not tested: needs NSCL and SupCon or CE in the objectives.", ""]
+    rows = [[r["at"], r["contrast"], r["metric"].upper(), r["grid_point"], r["n_trials"],
+             _num(r["mean_diff"]), _ci(r["ci_low"], r["ci_high"], 3),
+             f"{r['n_positive']}/{r['n_trials']}", _num(r["sign_test_p"], 3), r["verdict"]]
+            for _, r in p.iterrows()]
+    out.append("NSCL minus the other proxy (positive = NSCL closer to CL), paired within each "
+               "trial (the objectives share its init, batches and views); `all` pools every "
+               "trial (sign test). Early rows use each trial's own first evaluation after epoch 0.")
+    out.append("")
+    out.append(_md_table(["when", "contrast", "metric", "grid point", "trials", "mean diff",
+                          "95% CI", "positive", "sign-test p", "verdict"], rows))
+    out.append("")
     return out
 
 
@@ -448,8 +586,17 @@ def write_report(experiment=None, tracking_uri: str | None = None, out_dir=None,
     out.mkdir(parents=True, exist_ok=True)
     trials, curves = trials_table(sweep), curves_table(sweep)
     results = _fits.run_all(trials, curves, n_boot=n_boot)
+    bare_trials, bare_curves = trials.copy(deep=False), curves.copy(deep=False)
+    bare_trials.attrs, bare_curves.attrs = {}, {}
+    claims, details = _claims.claims_table(bare_trials, bare_curves)
     written = []
-    for fname, df in (("trials.csv", trials), ("curves.csv", curves), ("fits.csv", results["fits"]),
+    for fname, df in (("claims.csv", claims), ("pooled_fits.csv", details["pooled"]),
+                      ("slice_fits.csv", details["slices"]),
+                      ("training_status.csv", details["status"]),
+                      ("control_ratio.csv", details["control"]),
+                      ("growth_forms.csv", details["growth"]),
+                      ("paired_objectives.csv", details["paired"]),
+                      ("trials.csv", trials), ("curves.csv", curves), ("fits.csv", results["fits"]),
                       ("param_growth_trials.csv", results["param_growth_trials"]),
                       ("bounds.csv", results["bounds"]), ("objectives.csv", results["objectives"])):
         p = out / fname
@@ -466,15 +613,21 @@ def write_report(experiment=None, tracking_uri: str | None = None, out_dir=None,
 
     uri, parent = (_parent_for_logging(sweep, experiment, tracking_uri) if log_artifacts
                    else (None, "artifact logging switched off"))
-    lines = [f"# Sweep analysis: {name}", "",
-             (f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} by `analysis.write_report`. "
-             "Each claim of SCIENCE.md section 1 (and the bound of section 4) is set beside what "
-             "this sweep measured; fits use the forms of section 5 with free constants."), ""]
+    lines = [f"# Sweep analysis: {name}", ""]
+    lines += _section_answer(claims, details)
+    lines += [(f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} by "
+               "`analysis.write_report`. Each claim of SCIENCE.md section 1 (and the bound of "
+               "section 4) is set beside what this sweep measured; fits use the forms of "
+               "section 5 with free constants."), ""]
     lines += _section_setup(sweep, trials, curves)
+    lines += _section_controls(trials, details)
+    lines += _section_pooled(details)
     lines += _section_claim1(trials, results["scaling"])
     lines += _section_claim2(trials, results["param_growth"], results["param_growth_trials"])
+    lines += _section_growth_forms(details)
     lines += _section_bound(results["bounds"])
     lines += _section_claim3(results["objectives"])
+    lines += _section_paired(details)
     lines += _section_reference(trials)
     lines += _section_figures(made, skipped, out)
     lines += ["## Files", ""]
