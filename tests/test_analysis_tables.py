@@ -281,3 +281,25 @@ def test_analysis_is_torch_free(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_metric_names_mirror_clnscl_records():
+    """analysis mirrors clnscl.records' names without importing clnscl: keep them equal."""
+    import ast
+    from pathlib import Path
+
+    from analysis import tables
+
+    src = Path(__file__).resolve().parents[1] / "clnscl" / "records.py"
+    names = {}
+    for node in ast.parse(src.read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            try:
+                names[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    assert tables.BOOKKEEPING == names["BOOKKEEPING"]
+    assert tables.DRIFT_METRICS == names["DRIFT_METRICS"]
+    assert tables.ALIGNMENT_METRICS == names["ALIGNMENT_METRICS"]
+    assert tables.CONTROL_OBJECTIVE == names["CONTROL"]
+    assert set(names["DRIFT_METRICS"]) <= set(tables.MODEL_METRICS)
