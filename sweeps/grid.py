@@ -801,9 +801,24 @@ def _run_analysis(plan: Plan) -> None:
         report = write_report(experiment=plan.name, tracking_uri=plan.tracking_uri,
                               out_dir=str(out_dir))
         print(f"analysis: report written to {report}")
+        _print_claims(Path(report).parent / "claims.csv")
     except Exception as e:  # noqa: BLE001 - the sweep's results stand without the report
         print(f"analysis: failed ({type(e).__name__}: {e}); run it again with "
               f"`python -m analysis --experiment {plan.name} --tracking-uri {plan.tracking_uri}`")
+
+
+def _print_claims(path: Path) -> None:
+    """The report's answer (one row per claim) on the console: what a sweep is run for."""
+    import pandas as pd
+
+    if not path.exists():
+        return
+    claims = pd.read_csv(path)
+    cols = [c for c in ("claim", "measure", "estimate", "ci_low", "ci_high", "predicted",
+                        "verdict", "n_trials") if c in claims.columns]
+    print(f"analysis: claims ({path}):")
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+        print(claims[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 
 def _wait_for_store(client, experiment_id: str, uri: str, timeout: float = 600.0) -> None:
