@@ -149,6 +149,12 @@ class CoupledTrainer:
         self._audit_pos = torch.randn(2 * cfg.batch_size, generator=pg, dtype=torch.float64).to(self.device)
         self.audits = {obj: torch.zeros(6, dtype=torch.float64, device=self.device)
                        for obj in cfg.objectives}
+        # NaN/Inf check: at every step on the CPU (no cost), once per epoch elsewhere (a
+        # per-step check is a host sync that stalls an accelerator's queue)
+        self.check_every_step = self.device.type == "cpu"
+        # first non-finite step per model (-1: none), for the per-epoch check
+        self._nonfinite_step = {obj: torch.full((), -1, dtype=torch.long, device=self.device)
+                                for obj in cfg.objectives}
 
         # fixed, seeded rows (the same for every model): alignment rows inside the kNN bank
         n_test = len(self.data.test_y)
@@ -221,10 +227,15 @@ class CoupledTrainer:
                 f"negative and the loss is undefined. With n_classes={self.cfg.n_classes} "
                 f"and batch_size={self.cfg.batch_size} such batches occur by chance; use a "
                 f"larger batch_size or n_classes, or include_positive=true") from None
-        if not torch.isfinite(loss):
-            raise DivergedError(f"diverged: objective {obj} loss={loss.item()} at epoch "
-                                f"{self.epoch + 1} step {self.step + 1} (tau={self.cfg.tau}, "
-                                f"lr={self.lr:.4g}); lower the learning rate or raise tau")
+        if self.check_every_step:  # free on the CPU: stop at the very step
+            if not torch.isfinite(loss):
+                raise DivergedError(f"diverged: objective {obj} loss={loss.item()} at epoch "
+                                    f"{self.epoch + 1} step {self.step + 1} (tau={self.cfg.tau}, "
+                                    f"lr={self.lr:.4g}); lower the learning rate or raise tau")
+        else:  # on an accelerator a per-step check would stall the queue: flag, check per epoch
+            first = self._nonfinite_step[obj]
+            bad = ~torch.isfinite(loss.detach())
+            self._nonfinite_step[obj] = torch.where(bad & (first < 0), self.step + 1, first)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -263,9 +274,19 @@ class CoupledTrainer:
             self.step += 1
             if self.progress is not None:
                 self.progress(s + 1, self.steps_per_epoch)
+        self._check_finite()
         self.epoch += 1
         self.epoch_losses = {obj: float(v) / self.steps_per_epoch for obj, v in sums.items()}
         return self.epoch_losses
+
+    def _check_finite(self) -> None:
+        """Accelerators: one host sync per epoch for the deferred NaN/Inf check."""
+        for obj, first in self._nonfinite_step.items():
+            step = int(first)
+            if step > 0:
+                raise DivergedError(f"diverged: objective {obj} loss not finite at epoch "
+                                    f"{self.epoch + 1}, first at step {step} (tau={self.cfg.tau}); "
+                                    f"lower the learning rate or raise tau")
 
     def check_shared_randomness(self) -> str:
         """Raise SharedRandomnessError unless every coupled model consumed the same inputs;

@@ -236,6 +236,24 @@ def test_nan_loss_stops_with_diverged_error():
         tr.train_epoch()
 
 
+def test_deferred_divergence_check_names_the_first_bad_step():
+    """The accelerator path (no host sync per step) still stops the epoch it diverged in."""
+    tr = CoupledTrainer(TrainConfig(**{**TINY, "objectives": ("cl", "nscl")}))
+    tr.check_every_step = False
+    real = tr._train_step.__func__
+
+    def poisoned(self, obj, views, y):
+        if obj == "nscl" and self.step == 2:  # the third step of epoch 1
+            with torch.no_grad():
+                next(self.models["nscl"].projector.parameters()).fill_(float("nan"))
+        return real(self, obj, views, y)
+
+    tr._train_step = poisoned.__get__(tr)
+    with pytest.raises(DivergedError, match=r"objective nscl loss not finite at epoch 1, first at step 3"):
+        tr.train_epoch()
+    assert tr.epoch == 0  # the diverged epoch is not counted
+
+
 def test_batch_larger_than_subset_is_refused():
     with pytest.raises(ConfigError, match="invalid batch_size=512"):
         CoupledTrainer(TrainConfig(**{**TINY, "batch_size": 512}))
