@@ -99,7 +99,8 @@ def measure_values(df: pd.DataFrame, measure: str, features: str = "backbone",
     else:
         base = measure.removeprefix("1-")
     col = metric_column(df, base, features, split)
-    if col is None:
+    if col is None and (features, split) == ("backbone", "test"):
+        # the bare column is the headline (test split, backbone): never stand in for another
         col = base if base in df.columns else None
     if col is None:
         return None

@@ -157,3 +157,16 @@ def test_declines_with_reasons():
     two = planted(np.random.default_rng(1), xs=(4, 8), taus=(0.5,), Bs=(64,))
     g = pooled_slope(two, "rho", "C")
     assert math.isnan(g.ci[0]) and "exact fit" in g.method  # 2 points: no residual df
+
+
+def test_projector_measure_is_not_read_from_the_backbone_headline():
+    """A table with only the headline column (test split, backbone) has no projector value:
+    asking for one must not silently return the backbone numbers."""
+    import pandas as pd
+
+    from analysis.pooled import measure_values
+
+    df = pd.DataFrame({"rho": [0.1, 0.2]})
+    assert measure_values(df, "rho", features="proj") is None
+    assert measure_values(df, "rho", split="train") is None
+    assert list(measure_values(df, "rho")) == [0.1, 0.2]
