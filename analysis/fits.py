@@ -587,10 +587,15 @@ def bound_table(curves: pd.DataFrame) -> pd.DataFrame:
 
 def bound_check(curves: pd.DataFrame, tol: float = BOUND_TOL) -> pd.DataFrame:
     """Per (objective, split, features): over evaluations with finite rho < 1 and finite
-    cka_cos, how many satisfy cka_cos >= sqrt(1-rho^2) and >= (1-rho)/(1+rho)."""
+    cka_cos, how many satisfy cka_cos >= sqrt(1-rho^2) and >= (1-rho)/(1+rho).
+
+    Epoch 0 is left out: the models are identical there (rho = 0, CKA = 1), so the bound
+    holds by construction and would only inflate the count."""
     cols = ["objective", "split", "features", "n_evals", "n_rho_ge_1", "n_sqrt_holds",
             "frac_sqrt_holds", "n_ratio_holds", "frac_ratio_holds", "min_margin_sqrt",
             "min_margin_ratio"]
+    if "epoch" in curves.columns:
+        curves = curves[pd.to_numeric(curves["epoch"], errors="coerce") > 0]
     w = bound_table(curves)
     if w.empty:
         return pd.DataFrame(columns=cols)

@@ -243,11 +243,17 @@ def test_bound_check_fractions():
             else:
                 vals.update(bound_sqrt=np.nan, bound_ratio=np.nan)
             for k, v in vals.items():
-                rows.append({"trial": "t", "objective": "nscl", "epoch": i,
+                rows.append({"trial": "t", "objective": "nscl", "epoch": i + 1,
                              "metric": f"test/{feat}/{k}", "value": v})
                 if feat == "backbone":  # the headline alias must not be counted twice
-                    rows.append({"trial": "t", "objective": "nscl", "epoch": i, "metric": k,
+                    rows.append({"trial": "t", "objective": "nscl", "epoch": i + 1, "metric": k,
                                  "value": v})
+    # epoch 0 (identical models) holds by construction and must not be counted, even
+    # where it would change every count
+    for feat in ("backbone", "proj"):
+        for k, v in {"rho": 0.5, "cka_cos": 0.0, "bound_sqrt": 0.8, "bound_ratio": 0.3}.items():
+            rows.append({"trial": "t", "objective": "nscl", "epoch": 0,
+                         "metric": f"test/{feat}/{k}", "value": v})
     b = bound_check(pd.DataFrame(rows)).set_index("features")
     for feat in ("backbone", "proj"):
         r = b.loc[feat]
