@@ -37,6 +37,12 @@ TAG_ERROR = "error"
 MAX_TAG_CHARS = 7000  # MLflow allows 8000 per tag value
 MAX_PARAM_CHARS = 5000  # and 6000 per param value
 BATCH = 1000  # MLflow's limit of entities per log_batch
+# MLflow 3's UI reads the experiment tag mlflow.experimentKind: "custom_model_development"
+# is its classic model-training kind ("Machine learning": runs table first), against
+# "genai_development" (traces/prompts first). The values are the enum of the installed UI
+# bundle (mlflow/server/js/build/static/js/main.*.js); mlflow/demo sets the GenAI one.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 
@@ -232,13 +238,16 @@ def get_or_create_experiment(client, name: str, uri: str) -> str:
             location = f"{root}/{safe}"
         try:
             return _retry(client.create_experiment, name, artifact_location=location,
-                          tags={"clnscl.sweep": name})
+                          tags={"clnscl.sweep": name, TAG_EXPERIMENT_KIND: EXPERIMENT_KIND})
         except Exception:
             exp = _retry(client.get_experiment_by_name, name)
             if exp is None:
                 raise
     if exp.lifecycle_stage == "deleted":
         _retry(client.restore_experiment, exp.experiment_id)
+    if exp.tags.get(TAG_EXPERIMENT_KIND) != EXPERIMENT_KIND:  # an older sweep's experiment
+        _retry(client.set_experiment_tag, exp.experiment_id, TAG_EXPERIMENT_KIND,
+               EXPERIMENT_KIND)
     return exp.experiment_id
 
 
@@ -450,8 +459,10 @@ def provenance_tags(repo: str | os.PathLike | None = None) -> dict[str, str]:
 
 
 def ui_hint(uri: str, experiment_id: str | None = None, port: int = 5000) -> tuple[str, str]:
-    """The command that opens the store in the MLflow UI and the URL of the runs table
-    (MLflow 3's UI opens on a GenAI page: go straight to the experiment's runs)."""
+    """The command that opens the store in the MLflow UI and the URL of the runs table.
+    MLflow 3.17's UI takes its mode from its own GenAI / Model training switch (the
+    ``workflowType`` URL parameter, else the browser's last choice, GenAI by default), not
+    from the experiment tag: the URL asks for ``workflowType=machine_learning``."""
     if uri.startswith("sqlite:"):
         # the mlflow beside this interpreter (.venv/bin/mlflow), so the command works as printed
         exe = Path(sys.executable).parent / "mlflow"
@@ -460,7 +471,8 @@ def ui_hint(uri: str, experiment_id: str | None = None, port: int = 5000) -> tup
     else:
         cmd = f"(server already running) open {uri}"
         base = uri.rstrip("/")
-    url = f"{base}/#/experiments/{experiment_id}/runs" if experiment_id else base
+    url = (f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+           if experiment_id else base)
     return cmd, url
 
 

@@ -186,4 +186,20 @@ def test_provenance_and_ui_hint():
     cmd, url = T.ui_hint("sqlite:////abs/mlflow.db", "3")
     assert cmd.endswith("mlflow ui --backend-store-uri sqlite:////abs/mlflow.db --port 5000")
     assert cmd.split()[0] in ("mlflow", str(Path(sys.executable).parent / "mlflow"))
-    assert url == "http://127.0.0.1:5000/#/experiments/3/runs"
+    assert url == "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
+
+
+def test_experiment_kind_tag_on_new_and_existing_experiments(tmp_path):
+    """MLflow 3's UI reads mlflow.experimentKind: set on a new experiment and added to one
+    an older version created without it (or with the GenAI kind)."""
+    uri = T.default_tracking_uri(tmp_path)
+    c = T.connect(uri)
+    new = T.get_or_create_experiment(c, "kind-new", uri)
+    assert c.get_experiment(new).tags[T.TAG_EXPERIMENT_KIND] == "custom_model_development"
+    old = c.create_experiment("kind-old")  # as an earlier clnscl left it: no kind tag
+    assert T.TAG_EXPERIMENT_KIND not in c.get_experiment(old).tags
+    assert T.get_or_create_experiment(c, "kind-old", uri) == old
+    assert c.get_experiment(old).tags[T.TAG_EXPERIMENT_KIND] == "custom_model_development"
+    c.set_experiment_tag(old, T.TAG_EXPERIMENT_KIND, "genai_development")
+    T.get_or_create_experiment(c, "kind-old", uri)
+    assert c.get_experiment(old).tags[T.TAG_EXPERIMENT_KIND] == "custom_model_development"
