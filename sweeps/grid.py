@@ -259,20 +259,10 @@ def resolve_data_root(preset: Preset) -> Preset:
 
 
 def _download_lock(root: Path):
-    """An exclusive file lock in the data root: one download per machine at a time."""
-    import contextlib
-    import fcntl
+    """The trials' lock (one download per machine at a time), taken on the driver too."""
+    from .trainable import download_lock
 
-    @contextlib.contextmanager
-    def lock():
-        root.mkdir(parents=True, exist_ok=True)
-        with open(root / ".clnscl-download.lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-    return lock()
+    return download_lock(root)
 
 
 def check_data(cfg: TrainConfig) -> None:
