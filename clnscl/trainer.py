@@ -158,14 +158,11 @@ class CoupledTrainer:
 
         # fixed, seeded rows (the same for every model): alignment rows inside the kNN bank
         n_test = len(self.data.test_y)
-        (self.eval_rows_train, self.bank_rows_train) = _seeded_rows(
-            n_train, (cfg.eval_size, cfg.knn_bank_max), cfg.seed + 101)
-        (self.eval_rows_test, self.bank_rows_test) = _seeded_rows(
-            n_test, (cfg.eval_size, cfg.knn_bank_max), cfg.seed + 202)
-        self.eval_rows = {"train": self.eval_rows_train.to(self.device),
-                          "test": self.eval_rows_test.to(self.device)}
-        self.bank_rows = {"train": self.bank_rows_train.to(self.device),
-                          "test": self.bank_rows_test.to(self.device)}
+        self.eval_rows, self.bank_rows = {}, {}
+        for split, n, seed in (("train", n_train, cfg.seed + 101),
+                               ("test", n_test, cfg.seed + 202)):
+            rows, bank = _seeded_rows(n, (cfg.eval_size, cfg.knn_bank_max), seed)
+            self.eval_rows[split], self.bank_rows[split] = rows.to(self.device), bank.to(self.device)
         # position of each alignment row inside its bank (both sorted, eval rows a subset)
         self._eval_in_bank = {split: torch.searchsorted(self.bank_rows[split], self.eval_rows[split])
                               for split in ("train", "test")}

@@ -62,7 +62,7 @@ def test_records_schedule_and_names(full_run):
 
 
 def test_fingerprint_reproducible_and_advancing(full_run):
-    tr, recs = full_run
+    _, recs = full_run
     assert len({r["fingerprint"] for r in recs}) == len(recs)  # advances each epoch
     again = list(CoupledTrainer(TrainConfig(**TINY)).run())
     assert [r["fingerprint"] for r in again] == [r["fingerprint"] for r in recs]
@@ -124,7 +124,7 @@ def test_cl_trajectory_independent_of_companions():
 
 
 def test_drift_metrics(full_run):
-    tr, recs = full_run
+    _, recs = full_run
     first, last = recs[0], recs[-1]
     for obj in TINY["objectives"]:
         assert first[f"{obj}/init_cka"] == pytest.approx(1.0)
