@@ -31,3 +31,14 @@ def fresh_mlflow_store(tmp_path_factory):
         return root, uri, MlflowClient(tracking_uri=uri)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray per test module (2 CPUs, no dashboard), shut down after it."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()

@@ -21,16 +21,6 @@ TINY = ["--epochs", "3", "--batch-size", "16", "--classes", "2", "--objectives",
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def work(tmp_path_factory):
     d = tmp_path_factory.mktemp("faults")
     return {"dir": d, "uri": f"sqlite:///{d}/mlflow.db", "storage": str(d / "ray_results")}

@@ -304,16 +304,6 @@ def test_dry_run_of_published_preset_counts_gpu_hours(capsys, tmp_path):
 
 # --- real sweeps ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("sweeps")
     return {"dir": d, "uri": f"sqlite:///{d}/mlflow.db", "storage": str(d / "ray_results")}
