@@ -685,6 +685,12 @@ def _start_ray(address: str | None) -> bool:
     return True
 
 
+def tune_trial_name(trial) -> str:
+    """Tune's console table names a trial by its grid point, as MLflow does
+    (``tau=0.5 B=32 C=8 seed=0``), not ``train_trial_2c341_00000``."""
+    return TrainConfig.from_dict(trial.config).run_name()
+
+
 def _trial_status(result, cfg: TrainConfig) -> str:
     m = result.metrics or {}
     if result.error is not None:
@@ -933,8 +939,8 @@ def run_sweep(plan: Plan, args) -> int:
     status, code, error = "FAILED", 1, "sweep failed"
     stop = _StopSignals()
     try:
-        stop.install()
         started_ray = _start_ray(cluster_address(args))
+        stop.install()  # after ray.init, whose core worker installs its own SIGTERM handler
         sweep_ctx = {"tracking_uri": plan.tracking_uri, "experiment_id": exp_id,
                      "parent_run_id": parent, "checkpoint_every": p.checkpoint_every,
                      "cpus_per_trial": p.cpu, "sweep_name": plan.name, "fault": plan.fault,
@@ -959,7 +965,8 @@ def run_sweep(plan: Plan, args) -> int:
             tuner = tune.Tuner(
                 trainable, param_space=space,
                 tune_config=tune.TuneConfig(max_concurrent_trials=p.max_concurrent or None,
-                                            reuse_actors=True),
+                                            reuse_actors=True,
+                                            trial_name_creator=tune_trial_name),
                 run_config=tune.RunConfig(
                     name=plan.name, storage_path=plan.storage, verbose=1,
                     progress_reporter=reporter,

@@ -27,7 +27,9 @@ Fault-injection hook (tests and demos only): the sweep context may carry
 such specs). The matching trial raises ``InjectedFault`` right after reporting epoch E.
 With a marker path it fails once (the marker file is created before raising; a retry sees
 it and goes on); without one it fails on every attempt (a permanent failure). With
-``"error": "diverged"`` it raises ``DivergedError`` instead (a NaN loss, not retried).
+``"error": "diverged"`` it raises ``DivergedError`` instead (a NaN loss, not retried);
+``"error": "stall", "seconds": S`` raises nothing and sleeps S seconds (a slow epoch: the
+driver-signal tests interrupt a sweep while a trial is known to be mid-run).
 ``grid.py --inject-fault JSON`` sets it; nothing else does.
 """
 
@@ -60,7 +62,8 @@ class InjectedFault(RuntimeError):
 
 
 # the test-only hook's error kinds (see the module docstring)
-_FAULT_KINDS = ("fault", "diverged", "config", "import", "data", "shared", "oserror", "sigkill")
+_FAULT_KINDS = ("fault", "diverged", "config", "import", "data", "shared", "oserror", "sigkill",
+                "stall")
 
 
 def _maybe_inject_fault(fault, cfg: TrainConfig, epoch: int) -> None:
@@ -79,6 +82,9 @@ def _maybe_inject_fault(fault, cfg: TrainConfig, epoch: int) -> None:
             marker.write_text(f"{cfg.run_name()} failed once at epoch {epoch}\n")
         kind = spec.get("error", "fault")
         where = f"in trial {cfg.run_name()} after epoch {epoch}"
+        if kind == "stall":
+            time.sleep(float(spec.get("seconds", 60)))
+            continue
         if kind == "diverged":
             from clnscl.trainer import DivergedError
 
