@@ -662,6 +662,52 @@ def _write_sweep_file(plan: Plan, experiment_id: str, parent_run_id: str,
     _write_text(f"{plan.experiment_dir}/{SWEEP_FILE}", json.dumps(data, indent=1))
 
 
+def _latest_experiment_state(experiment_dir: str) -> str | None:
+    """Path of Tune's newest ``experiment_state-*.json`` in the sweep folder (or None)."""
+    if not _is_uri(experiment_dir):
+        files = sorted(Path(experiment_dir).glob("experiment_state-*.json"))
+        return str(files[-1]) if files else None
+    import pyarrow.fs
+
+    fs, p = pyarrow.fs.FileSystem.from_uri(experiment_dir)
+    names = sorted(i.base_name for i in fs.get_file_info(pyarrow.fs.FileSelector(p))
+                   if i.base_name.startswith("experiment_state-") and
+                   i.base_name.endswith(".json"))
+    return f"{experiment_dir}/{names[-1]}" if names else None
+
+
+def reopen_failed_trials(experiment_dir: str) -> list[str]:
+    """Trials that ended at once with an error a retry could not fix (missing data, an
+    import error, a full disk...) report and return, so Tune records them TERMINATED and
+    would never run them again. A rerun is how the user says "fixed, try again": mark them
+    errored in Tune's experiment state so that ``resume_errored`` continues them from their
+    last checkpoint. Diverged trials stay ended (a rerun replays the same steps). Returns
+    the reopened trials' names; on a state file it cannot read, warns and reopens none."""
+    path = _latest_experiment_state(experiment_dir)
+    if path is None:
+        return []
+    try:
+        state = json.loads(_read_text(path))
+        reopened = []
+        for entry in state["trial_data"]:
+            trial, meta = (json.loads(x) if isinstance(x, str) else x for x in entry[:2])
+            last = meta.get("last_result") or {}
+            if isinstance(last, str):
+                last = json.loads(last)
+            if trial.get("status") == "TERMINATED" and last.get("failed_final") \
+                    and not last.get("diverged"):
+                trial["status"] = "ERROR"
+                entry[0] = json.dumps(trial) if isinstance(entry[0], str) else trial
+                reopened.append(str(trial.get("custom_trial_name") or trial.get("trial_id")))
+        if reopened:
+            _write_text(path, json.dumps(state))
+        return reopened
+    except Exception as e:  # noqa: BLE001 - Tune's format changed: resume as Tune would
+        print(f"warning: could not reopen trials that failed for good in {path} "
+              f"({type(e).__name__}: {e}); they stay ended", file=sys.stderr)
+        return []
+
+
 def _start_ray(address: str | None) -> bool:
     """Join a running cluster (--address, $RAY_ADDRESS) or start a local Ray. Returns True
     when this process started/joined Ray and so must shut it down."""
@@ -689,6 +735,12 @@ def tune_trial_name(trial) -> str:
     """Tune's console table names a trial by its grid point, as MLflow does
     (``tau=0.5 B=32 C=8 seed=0``), not ``train_trial_2c341_00000``."""
     return TrainConfig.from_dict(trial.config).run_name()
+
+
+def tune_trial_dirname(trial) -> str:
+    """A trial's folder: Tune's id first (unique, and how a trial that never reported is
+    found again), then the grid point without spaces."""
+    return f"train_trial_{trial.trial_id}_" + tune_trial_name(trial).replace(" ", "_")
 
 
 def _trial_status(result, cfg: TrainConfig) -> str:
@@ -954,6 +1006,11 @@ def run_sweep(plan: Plan, args) -> int:
                                     max_report_frequency=max(1, int(_report_every(args, plan))),
                                     max_progress_rows=40, max_error_rows=10)
         if plan.resume:
+            reopened = reopen_failed_trials(plan.experiment_dir)
+            if reopened:
+                print(f"note: {len(reopened)} trial(s) that ended with an error a retry could "
+                      "not fix are tried again from their last checkpoint: "
+                      + ", ".join(reopened), file=sys.stderr)
             tuner = tune.Tuner.restore(plan.experiment_dir, trainable=trainable,
                                        resume_errored=True)
         else:
@@ -966,7 +1023,8 @@ def run_sweep(plan: Plan, args) -> int:
                 trainable, param_space=space,
                 tune_config=tune.TuneConfig(max_concurrent_trials=p.max_concurrent or None,
                                             reuse_actors=True,
-                                            trial_name_creator=tune_trial_name),
+                                            trial_name_creator=tune_trial_name,
+                                            trial_dirname_creator=tune_trial_dirname),
                 run_config=tune.RunConfig(
                     name=plan.name, storage_path=plan.storage, verbose=1,
                     progress_reporter=reporter,
@@ -1014,7 +1072,16 @@ def run_sweep(plan: Plan, args) -> int:
                       f"{row['status']} {why}")
         summary_dir = Path(plan.experiment_dir) if not _is_uri(plan.storage) else Path.cwd()
         summary_csv = summary_dir / "summary_trials.csv"
-        trials.to_csv(summary_csv, index=False)
+        try:
+            trials.to_csv(summary_csv, index=False)
+        except OSError as e:  # e.g. the storage folder's disk is full: keep the table anyway
+            import tempfile
+
+            fallback = Path(tempfile.mkdtemp(prefix="clnscl-summary-")) / summary_csv.name
+            trials.to_csv(fallback, index=False)
+            print(f"warning: could not write {summary_csv} ({e.strerror or e}); wrote "
+                  f"{fallback} instead", file=sys.stderr)
+            summary_csv = fallback
         tracking._retry(client.log_artifact, parent, str(summary_csv))
         tracking.log_metrics(client, parent, {"n_trials": n, "n_finished": n_ok,
                                               "n_failed": n - n_ok, "wall_s": wall}, step=0)

@@ -29,7 +29,9 @@ With a marker path it fails once (the marker file is created before raising; a r
 it and goes on); without one it fails on every attempt (a permanent failure). With
 ``"error": "diverged"`` it raises ``DivergedError`` instead (a NaN loss, not retried);
 ``"error": "stall", "seconds": S`` raises nothing and sleeps S seconds (a slow epoch: the
-driver-signal tests interrupt a sweep while a trial is known to be mid-run).
+driver-signal tests interrupt a sweep while a trial is known to be mid-run);
+``"error": "fill_disk", "path": DIR`` raises nothing and fills the file system of DIR with
+one file ``DIR/clnscl-filler`` until it is full (the disk-full test).
 ``grid.py --inject-fault JSON`` sets it; nothing else does.
 """
 
@@ -63,7 +65,7 @@ class InjectedFault(RuntimeError):
 
 # the test-only hook's error kinds (see the module docstring)
 _FAULT_KINDS = ("fault", "diverged", "config", "import", "data", "shared", "oserror", "sigkill",
-                "stall")
+                "stall", "fill_disk")
 
 
 def _maybe_inject_fault(fault, cfg: TrainConfig, epoch: int) -> None:
@@ -84,6 +86,9 @@ def _maybe_inject_fault(fault, cfg: TrainConfig, epoch: int) -> None:
         where = f"in trial {cfg.run_name()} after epoch {epoch}"
         if kind == "stall":
             time.sleep(float(spec.get("seconds", 60)))
+            continue
+        if kind == "fill_disk":
+            _fill_file_system(Path(spec["path"]) / "clnscl-filler")
             continue
         if kind == "diverged":
             from clnscl.trainer import DivergedError
@@ -111,6 +116,39 @@ def _maybe_inject_fault(fault, cfg: TrainConfig, epoch: int) -> None:
         raise InjectedFault(f"injected fault {where}")
 
 
+def _fill_file_system(path: Path) -> None:
+    """Write zeros to ``path`` until its file system is full (test hook)."""
+    import errno
+
+    block = b"\0" * (1 << 20)
+    with open(path, "ab", buffering=0) as f:
+        try:
+            while True:
+                f.write(block)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+        for size in (1 << 16, 1 << 12, 1 << 9):  # the last crumbs too
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(block[:size])
+
+
+def storage_full(exc: BaseException) -> bool:
+    """A full disk or exhausted quota anywhere in the exception's chain."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc):  # wrapped by pyarrow / Ray
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 # --- which errors a retry can fix ------------------------------------------------------
 def deterministic_reason(exc: BaseException, phase: str) -> str | None:
     """Why retrying ``exc`` cannot help (the same inputs give the same error), or None
@@ -134,6 +172,9 @@ def deterministic_reason(exc: BaseException, phase: str) -> str | None:
         return "coupled models consumed different inputs (a bug, not bad luck)"
     if isinstance(exc, FileNotFoundError) and phase == "data":
         return "data missing"
+    if storage_full(exc):
+        return ("the storage folder's disk is full: free space, then rerun the same command "
+                "(the trial continues from its last checkpoint)")
     return None
 
 

@@ -117,8 +117,8 @@ def damaged(ray_session, work, classified):
                  "--checkpoint-every", "1", "--inject-fault", json.dumps(faults))
     base = Path(work["storage"]) / "damaged"
     latest = {}
-    for tau, how in (("2.0000", "corrupt"), ("3.0000", "truncated")):
-        (trial,) = [d for d in base.glob("train_trial_*") if f"tau={tau}" in d.name]
+    for tau, how in (("2", "corrupt"), ("3", "truncated")):
+        (trial,) = [d for d in base.glob("train_trial_*") if f"_tau={tau}_" in d.name]
         ckpts = sorted(trial.glob("checkpoint_*"))
         assert len(ckpts) == 2, ckpts
         state = ckpts[-1] / "state.pt"
@@ -136,9 +136,9 @@ def test_corrupt_and_truncated_checkpoints_fall_back_to_the_previous_good_one(da
     assert damaged["rc1"] == 1 and damaged["rc2"] == 0
     c, runs = _children(work, "damaged")
     _, reference = _children(work, "classified")  # the same configs, retried from epoch 2
-    for tau, tune_tau in (("2", "2.0000"), ("3", "3.0000")):
+    for tau in ("2", "3"):
         run = runs[f"tau={tau} B=16 C=2 seed=0"]
-        prev, last = damaged["latest"][tune_tau]
+        prev, last = damaged["latest"][tau]
         assert run.info.status == "FINISHED" and "error" not in run.data.tags
         note = run.data.tags["checkpoint_fallback"]
         assert f"{last} unreadable" in note and f"resumed from {prev}" in note, note
@@ -149,3 +149,64 @@ def test_corrupt_and_truncated_checkpoints_fall_back_to_the_previous_good_one(da
                       _records(c, reference[f"tau={tau} B=16 C=2 seed=0"].info.run_id,
                                tmp_path / f"ref{tau}"))
 
+
+
+# --- disk full in the storage folder -------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs as the sweep's storage folder (needs root: skipped otherwise)."""
+    import subprocess
+
+    mnt = tmp_path / "small_disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.slow
+def test_disk_full_in_storage_ends_the_trial_clearly_keeps_checkpoints_and_a_rerun_finishes(
+        ray_session, work, classified, small_disk, tmp_path, capsys):
+    """After epoch 1 the trial fills the storage folder's disk; its epoch-2 checkpoint cannot
+    be written. The trial ends FAILED at once naming the full disk (a retry cannot help),
+    the sweep ends cleanly (exit 1), the earlier checkpoints stay readable; once space is
+    freed the same command continues the trial from epoch 1 to the same records."""
+    import torch
+
+    trial = "tau=2 B=16 C=2 seed=0"
+    fault = {"trial": trial, "epoch": 1, "error": "fill_disk", "path": str(small_disk),
+             "marker": str(tmp_path / "filled-once")}
+    argv = ["--name", "full", "--tracking-uri", work["uri"], "--storage", str(small_disk),
+            *TINY, "--tau", "2", "--checkpoint-every", "1", "--max-failures", "2",
+            "--inject-fault", json.dumps(fault)]
+    assert grid.main(argv) == 1
+    out = capsys.readouterr()
+    assert "No space left on device" in out.out and "free space, then rerun" in out.out
+    assert "could not write" in out.err and "summary_trials.csv" in out.err
+    c, runs = _children(work, "full")
+    run = runs[trial]
+    assert run.info.status == "FAILED" and run.data.tags["attempts"] == "1"
+    assert "No space left on device" in run.data.tags["error"]
+    assert "[not retried: the storage folder's disk is full" in run.data.tags["error"]
+    (trial_dir,) = (small_disk / "full").glob("train_trial_*")
+    good = trial_dir / "checkpoint_000001"
+    assert [r["epoch"] for r in json.loads((good / "records.json").read_text())] == [0, 1]
+    assert torch.load(good / "state.pt", weights_only=False)["epoch"] == 1
+
+    (small_disk / "clnscl-filler").unlink()  # space freed; the same command again
+    assert grid.main(argv) == 0
+    assert "tried again from their last checkpoint: " + trial in capsys.readouterr().err
+    c, runs = _children(work, "full")
+    run = runs[trial]
+    assert run.info.status == "FINISHED" and run.data.tags["attempts"] == "2"
+    assert run.data.tags["resumed_from_epoch"] == "1"
+    steps = sorted(m.step for m in c.get_metric_history(run.info.run_id, "nscl/cka"))
+    assert steps == [0, 1, 2, 3]
+    _, reference = _children(work, "classified")
+    _same_records(_records(c, run.info.run_id, tmp_path / "full"),
+                  _records(c, reference[trial].info.run_id, tmp_path / "ref"))
