@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -34,6 +35,7 @@ TAG_SWEEP = "clnscl.sweep"
 TAG_TRIAL = "trial_id"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_ERROR = "error"
+TAG_CREATE_KEY = "clnscl.create_key"  # one per parent-run creation: finds a re-sent create
 MAX_TAG_CHARS = 7000  # MLflow allows 8000 per tag value
 MAX_PARAM_CHARS = 5000  # and 6000 per param value
 BATCH = 1000  # MLflow's limit of entities per log_batch
@@ -257,6 +259,31 @@ def find_run(client, experiment_id: str, filter_string: str):
     return runs[0] if runs else None
 
 
+def _create_once(client, experiment_id: str, key_filter: str, tags: Mapping, run_name: str):
+    """create_run made idempotent by the run's stable key (``key_filter`` finds it): a
+    request whose response was lost may have created the run (then it is found, not
+    created twice), and an HTTP client that re-sent a create the server had already done
+    leaves two runs with the same key (the oldest is kept, the others deleted)."""
+    try:
+        created = _retry(client.create_run, experiment_id, run_name=run_name,
+                         tags={k: str(v) for k, v in tags.items()})
+    except Exception:
+        created = None
+    runs = _retry(client.search_runs, [experiment_id], filter_string=key_filter,
+                  max_results=50, order_by=["attributes.start_time ASC"])
+    if not runs:
+        if created is None:  # nothing there: the create really failed; say why
+            return _retry(client.create_run, experiment_id, run_name=run_name,
+                          tags={k: str(v) for k, v in tags.items()})
+        return created
+    keep = min(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+    for extra in runs:
+        if extra.info.run_id != keep.info.run_id:
+            _retry(client.set_tag, extra.info.run_id, "duplicate_of", keep.info.run_id)
+            _retry(client.delete_run, extra.info.run_id)
+    return keep
+
+
 def _q(value: str) -> str:
     return str(value).replace("'", "\\'")
 
@@ -305,9 +332,11 @@ def start_sweep_run(client, experiment_id: str, sweep_name: str, params: Mapping
             _retry(client.update_run, run_id, status="RUNNING")
             log_params_tags(client, run_id, tags={**tags, "resumed": "true"})
             return run_id
-    all_tags = {TAG_ROLE: PARENT_ROLE, TAG_SWEEP: sweep_name, **tags}
-    run = _retry(client.create_run, experiment_id, tags={k: str(v) for k, v in all_tags.items()},
-                 run_name=sweep_name)
+    all_tags = {TAG_ROLE: PARENT_ROLE, TAG_SWEEP: sweep_name, TAG_CREATE_KEY: uuid.uuid4().hex,
+                **tags}
+    run = _create_once(client, experiment_id,
+                       f"tags.`{TAG_CREATE_KEY}` = '{all_tags[TAG_CREATE_KEY]}'", all_tags,
+                       sweep_name)
     log_params_tags(client, run.info.run_id, params=params)
     return run.info.run_id
 
@@ -336,8 +365,9 @@ def open_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str
         return rid, True
     all_tags = {TAG_PARENT: parent_run_id, TAG_TRIAL: trial_id, TAG_ROLE: CHILD_ROLE,
                 "attempts": 1, **(tags or {})}
-    run = _retry(client.create_run, experiment_id, tags={k: str(v) for k, v in all_tags.items()},
-                 run_name=run_name)
+    run = _create_once(client, experiment_id,
+                       f"tags.{TAG_TRIAL} = '{_q(trial_id)}' and "
+                       f"tags.`{TAG_PARENT}` = '{_q(parent_run_id)}'", all_tags, run_name)
     rid = run.info.run_id
     log_params_tags(client, rid, params=params)
     return rid, False
