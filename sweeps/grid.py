@@ -1085,6 +1085,11 @@ def run_sweep(plan: Plan, args) -> int:
         tracking._retry(client.log_artifact, parent, str(summary_csv))
         tracking.log_metrics(client, parent, {"n_trials": n, "n_finished": n_ok,
                                               "n_failed": n - n_ok, "wall_s": wall}, step=0)
+        try:  # the parent's description links MLflow's comparison of each slice across C
+            across = tracking.save_comparisons_across_classes(client, exp_id, parent)
+        except Exception as e:  # noqa: BLE001 - a convenience; the runs are all there
+            across = []
+            print(f"warning: could not save the comparisons across C: {e}", file=sys.stderr)
         if stop.received or counts.get("incomplete") or counts.get("not started"):
             status, code = "KILLED", 130
         elif n_ok == n:
@@ -1102,7 +1107,10 @@ def run_sweep(plan: Plan, args) -> int:
               f"  Tune storage (checkpoints, per-trial results): {plan.experiment_dir}\n"
               f"  MLflow store: {plan.tracking_uri}  (experiment {plan.name!r}, id {exp_id}, "
               f"parent run {parent})\n  Per-trial summary: {summary_csv}\n"
-              f"  Open the UI:  {cmd}\n  Runs table:   {url}")
+              f"  Open the UI:  {cmd}\n  Runs table:   {url}"
+              + (f"\n  Across C:     {tracking.compare_url(url.split('/#/')[0], exp_id, across[0][1])}"
+                 f"  ({across[0][0]}; every slice is linked in the parent run's description)"
+                 if across else ""))
         if code == 130:
             print(f"Interrupted: resume with the same command (--name {plan.name}).")
         elif code:

@@ -488,6 +488,45 @@ def provenance_tags(repo: str | os.PathLike | None = None) -> dict[str, str]:
     return tags
 
 
+def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
+    """MLflow's run-comparison page for these runs (params, metrics, scatter and parallel-
+    coordinates plots side by side). ``base`` = "" gives the in-app link."""
+    return (f"{base}/#/compare-runs?runs={urllib.parse.quote(json.dumps(run_ids))}"
+            f"&experiments={urllib.parse.quote(json.dumps([str(experiment_id)]))}"
+            "&workflowType=machine_learning")
+
+
+def save_comparisons_across_classes(client, experiment_id: str, parent_run_id: str,
+                                    metrics: Iterable[str] = ("nscl/cka", "nscl/rho")
+                                    ) -> list[tuple[str, list[str]]]:
+    """The question a sweep asks across C, saved where the UI shows it: the parent run's
+    description lists, per (tau, B, seed), a link to MLflow's comparison of the trials
+    that differ only in the number of classes. Returns [(slice label, run ids by C)]."""
+    groups: dict[tuple, list] = {}
+    for run in child_runs(client, experiment_id, parent_run_id):
+        p = run.data.params
+        if not all(k in p for k in ("tau", "batch_size", "n_classes", "seed")):
+            continue
+        key = (float(p["tau"]), int(p["batch_size"]), int(p["seed"]))
+        groups.setdefault(key, []).append((int(p["n_classes"]), run.info.run_id))
+    saved, lines = [], []
+    for (tau, b, seed), runs in sorted(groups.items()):
+        if len(runs) < 2:
+            continue
+        runs.sort()
+        label = f"tau={tau:g} B={b} seed={seed}"
+        ids = [rid for _, rid in runs]
+        saved.append((label, ids))
+        lines.append(f"- [{label}: C = {', '.join(str(c) for c, _ in runs)}]"
+                     f"({compare_url('', experiment_id, ids)})")
+    if saved:
+        text = ("Across the number of classes C (one comparison per tau, B, seed):\n\n"
+                + "\n".join(lines) + "\n\nIn each: *Scatter Plot* with X = param `n_classes`, "
+                f"Y = {' or '.join(f'`{m}`' for m in metrics)}; the metrics table below it.")
+        _retry(client.set_tag, parent_run_id, "mlflow.note.content", text)
+    return saved
+
+
 def ui_hint(uri: str, experiment_id: str | None = None, port: int = 5000) -> tuple[str, str]:
     """The command that opens the store in the MLflow UI and the URL of the runs table.
     MLflow 3.17's UI takes its mode from its own GenAI / Model training switch (the
@@ -525,5 +564,7 @@ __all__ = [
     "set_tags",
     "start_sweep_run",
     "string_items",
+    "save_comparisons_across_classes",
+    "compare_url",
     "ui_hint",
 ]

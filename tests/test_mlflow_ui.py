@@ -145,3 +145,42 @@ def test_printed_url_opens_runs_table_in_model_training_mode(mlflow_ui, tmp_path
             browser.close()
     for shot in ("1_runs_table", "2_trials_expanded", "3_columns_menu", "4_metric_columns"):
         assert (tmp_path / f"{shot}.png").stat().st_size > 10_000
+
+
+def test_saved_comparison_across_classes_shows_nscl_metrics_by_C(mlflow_ui, tmp_path):
+    """The sweep saves, in its parent run's description, one link per (tau, B, seed) to
+    MLflow's comparison of the trials across C; the link opens a page that lists both
+    trials, the param n_classes and the metrics nscl/cka and nscl/rho with their values."""
+    uri, exp, port = mlflow_ui
+    client = T.connect(uri)
+    parent = T.find_sweep_run(client, exp, SWEEP).info.run_id
+    saved = T.save_comparisons_across_classes(client, exp, parent)
+    assert [label for label, _ in saved] == ["tau=0.5 B=16 seed=0"]
+    by_c = {int(client.get_run(r).data.params["n_classes"]) for r in saved[0][1]}
+    assert by_c == set(CLASSES)
+    base = f"http://127.0.0.1:{port}"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1800, "height": 1400})
+            # the parent run's page: its description holds the link; following it lands on
+            # the comparison
+            page.goto(f"{base}/#/experiments/{exp}/runs/{parent}?workflowType=machine_learning")
+            link = page.get_by_role("link", name="tau=0.5 B=16 seed=0: C = 2, 4")
+            link.first.wait_for(timeout=30_000)
+            page.screenshot(path=tmp_path / "5_parent_description.png")
+            href = link.first.get_attribute("href")  # it opens in a new tab: go there
+            assert href == T.compare_url("", exp, saved[0][1]), href
+            page.goto(base + href)
+            page.get_by_text("nscl/rho", exact=True).first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=tmp_path / "6_compare_across_C.png", full_page=True)
+            body = page.inner_text("body")
+            for text in (*RUN_NAMES, "n_classes", "nscl/cka", "nscl/rho"):
+                assert text in body, text
+            # the last epoch's values, side by side (nscl/cka 0.72 at C=2, 0.74 at C=4)
+            assert "0.72" in body and "0.74" in body
+        finally:
+            browser.close()
+    for shot in ("5_parent_description", "6_compare_across_C"):
+        assert (tmp_path / f"{shot}.png").stat().st_size > 10_000
