@@ -173,8 +173,21 @@ def bench_eval(repeats: int = 2, **over) -> dict:
     tr.train_epoch()
     tr.evaluate()  # builds the initial model's reference once, outside the timing
     t = interleaved({"train": tr.train_epoch, "eval": tr.evaluate}, repeats)
+    from sweeps.costs import eval_rows
     return {"train_s": t["train"], "eval_s": t["eval"], "ratio": t["eval"] / t["train"],
-            "models": len(tr.models)}
+            "models": len(tr.models), "eval_rows": eval_rows(tr.cfg)}
+
+
+def throughput_entry(pair: dict, ev: dict, m: dict, threads: int) -> dict:
+    """What ``grid.py --dry-run`` reads (sweeps/costs.py): training views/s of one model
+    (row b's single-model epoch) and evaluation rows/s per model (row c), at the quick
+    preset's image size and width, with where and when they were measured."""
+    cfg = quick_config()
+    return {"train_views_per_s": pair["steps"] * pair["batch"] * 2 / pair["single_s"],
+            "eval_rows_per_s": ev["models"] * ev["eval_rows"] / ev["eval_s"],
+            "image_size": cfg.image_size, "cnn_width": cfg.cnn_width,
+            "threads": threads, "date": m["date"], "commit": m["commit"],
+            "machine": f"{m['nproc']} x {m['cpu']}, load {m['load']:.1f}"}
 
 
 # ------------------------------------------------------------------------------ (d) alignment
@@ -264,21 +277,43 @@ _TRIAL_CODE = """
 import sys, time, json, resource
 sys.path.insert(0, {root!r})
 sys.argv = ['bench']
+import torch
+torch.set_num_threads({threads})
 from benchmarks.bench import quick_config
 from clnscl.trainer import CoupledTrainer
 t0 = time.perf_counter()
 tr = CoupledTrainer(quick_config(**{over!r}))
+setup = time.perf_counter() - t0
+spent = {{"eval": 0.0, "n": 0}}
+evaluate = tr.evaluate
+def timed(*a, **k):
+    t = time.perf_counter()
+    try:
+        return evaluate(*a, **k)
+    finally:
+        spent["eval"] += time.perf_counter() - t
+        spent["n"] += 1
+tr.evaluate = timed
 for _ in tr.run():
     pass
-print(json.dumps({{"wall_s": time.perf_counter() - t0,
+wall = time.perf_counter() - t0
+print(json.dumps({{"wall_s": wall, "setup_s": setup, "eval_s": spent["eval"],
+                  "train_s": wall - setup - spent["eval"], "evals": spent["n"],
+                  "epochs": tr.cfg.epochs,
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
 
 
-def bench_trial_memory(**over) -> dict:
-    """Peak RSS (MB) and wall time of one whole quick-preset trial in a child process."""
+def bench_trial_memory(threads: int = 1, **over) -> dict:
+    """Peak RSS (MB), wall time and the time spent in evaluation of one whole quick-preset
+    trial (its own epochs and evaluation schedule) in a child process."""
     import json
-    code = _TRIAL_CODE.format(root=str(ROOT), over=over)
+    if "epochs" not in over:  # the epochs and evaluations the image budget gives this point
+        from sweeps.presets import apply_budget, load_preset
+        preset = load_preset("quick")
+        cfg = apply_budget(quick_config(), preset.budget_images, preset.evals)
+        over = {"epochs": cfg.epochs, "eval_every": cfg.eval_every, **over}
+    code = _TRIAL_CODE.format(root=str(ROOT), over=over, threads=threads)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -368,6 +403,11 @@ def table(res: dict) -> str:
                         f"{_met(r['ratio'] >= ALIGN_TARGET)} |")
     m = res.get("memory")
     if m:
+        share = m["eval_s"] / max(m["train_s"], 1e-9)
+        rows.append(f"| c evaluation / training over one whole quick-preset trial ({m['epochs']}"
+                    f" epochs, {m['evals']} evaluations, 5 models) | {m['eval_s']:.1f} s vs "
+                    f"{m['train_s']:.1f} s | **{share:.2f}** | <= {EVAL_TARGET:.2f}: "
+                    f"{_met(share <= EVAL_TARGET)} |")
         rows.append(f"| e peak RSS, one quick-preset trial (5 models, child process) | "
                     f"{m['maxrss_mb']:.0f} MB, {m['wall_s']:.1f} s | - | - |")
     r = res.get("ray")
@@ -388,6 +428,8 @@ def main(argv=None) -> int:
     p.add_argument("--aug-images", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-ray", action="store_true", help="skip the Ray + MLflow row")
+    p.add_argument("--train-threads", type=int, default=1,
+                   help="torch threads for rows b and c (a quick-preset trial has 1 CPU)")
     p.add_argument("--only", default="abcde", help="rows to run, e.g. 'ad'")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     p.add_argument("--note", default="", help="a line recorded with the table (e.g. 'shared')")
@@ -399,18 +441,21 @@ def main(argv=None) -> int:
     if "a" in a.only:
         res["augment"] = bench_augment(n_images=a.aug_images, repeats=a.repeats)
         print("a", res["augment"], flush=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(a.train_threads)  # as a trial runs (threads = its CPUs)
     if "b" in a.only:
         res["pair"] = bench_pair(repeats=a.repeats)
         print("b", res["pair"], flush=True)
     if "c" in a.only:
         res["eval"] = bench_eval(repeats=max(1, a.repeats - 1))
         print("c", res["eval"], flush=True)
+    torch.set_num_threads(threads)
     if "d" in a.only:
         res["alignment"] = bench_alignment(a.align_n, a.align_d, a.rsa_n, repeats=a.repeats)
         print("d", res["alignment"], flush=True)
     if "e" in a.only:
         over = {"epochs": 1} if a.quick else {}
-        res["memory"] = bench_trial_memory(**over)
+        res["memory"] = bench_trial_memory(threads=a.train_threads, **over)
         print("e", res["memory"], flush=True)
         if a.no_ray or a.quick:
             res["ray"] = "skipped (--no-ray)" if a.no_ray else "skipped (--quick)"
@@ -425,6 +470,14 @@ def main(argv=None) -> int:
     if not a.quick:
         with open(a.results, "a") as f:
             f.write(f"\n## {m['date']}\n\n{text}")
+        if "pair" in res and "eval" in res:  # the dry run's cost estimate reads these
+            import json
+
+            from sweeps.costs import MEASURED_FILE
+            data = json.loads(MEASURED_FILE.read_text()) if MEASURED_FILE.exists() else {}
+            data["smallcnn/cpu"] = throughput_entry(res["pair"], res["eval"], m, a.train_threads)
+            MEASURED_FILE.write_text(json.dumps(data, indent=1) + "\n")
+            print(f"wrote {MEASURED_FILE} (read by grid.py --dry-run)")
     return 0
 
 

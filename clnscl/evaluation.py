@@ -102,6 +102,12 @@ def linear_probe_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor,
         return float((layer(te).argmax(1) == yte).float().mean())
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Images in channels-last layout: inference convolutions and pooling run 2-4x faster
+    on the CPU (measured in benchmarks/bench.py row c); values agree to float rounding."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 def extract_features(model: torch.nn.Module, x_uint8: torch.Tensor,
                      normalize_fn: Callable[[torch.Tensor], torch.Tensor],
                      batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,7 +126,7 @@ def extract_features(model: torch.nn.Module, x_uint8: torch.Tensor,
         with torch.no_grad():
             for start in range(0, len(x_uint8), batch_size):
                 xb = x_uint8[start:start + batch_size].to(device, non_blocking=True)
-                h, z = model(normalize_fn(xb))
+                h, z = model(_channels_last(normalize_fn(xb)))
                 hs.append(h)
                 zs.append(z)
     finally:
@@ -156,7 +162,7 @@ def recalibrate_batchnorm(model: torch.nn.Module, x_uint8: torch.Tensor,
             for start in range(0, len(x_uint8), batch_size):
                 xb = x_uint8[start:start + batch_size].to(param.device)
                 if len(xb) > 1:  # BN needs more than one value per channel
-                    model(normalize_fn(xb))
+                    model(_channels_last(normalize_fn(xb)))
     finally:
         for m, mom in saved:
             m.momentum = mom

@@ -30,6 +30,8 @@ if __package__ in (None, ""):  # run as a script: python sweeps/grid.py
 
 from clnscl.config import DATASET_CLASSES, ConfigError, TrainConfig, parse_assignment
 from sweeps import tracking
+from sweeps.costs import SWEEP_OVERHEAD_S, estimate_trial
+from sweeps.costs import format_seconds as _fmt_s
 from sweeps.presets import (
     Preset,
     PresetError,
@@ -59,18 +61,6 @@ DRIFT_SUMMARY = ("init_cka", "knn_gain")
 # on CPU: the smallcnn number scaled by their FLOPs. GPU numbers: NOT measured, rough
 # assumptions for one modern data-centre GPU (A100/H100 class, fp32/TF32). The estimate is
 # an order of magnitude; the live table's time_s is the real number.
-THROUGHPUT = {
-    ("smallcnn", "cpu"): 140.0,
-    ("smallcnn", "gpu"): 40000.0,
-    ("resnet18", "cpu"): 45.0,
-    ("resnet18", "gpu"): 7000.0,
-    ("resnet50", "cpu"): 20.0,
-    ("resnet50", "gpu"): 3000.0,
-}
-TRIAL_OVERHEAD_S = 8.0  # per trial: worker start (actors are reused), data, MLflow connection
-SWEEP_OVERHEAD_S = 30.0  # per sweep: Ray start-up, MLflow store creation
-
-
 class UsageError(ValueError):
     """A command-line problem found before Ray starts (exit status 2)."""
 
@@ -508,33 +498,6 @@ def _check_resume_settings(name: str, preset: Preset, args, stored: dict) -> Non
 
 
 # --- dry run ---------------------------------------------------------------------------
-def estimate_trial(cfg: TrainConfig, gpu: float) -> dict:
-    """Images processed and a rough time for one trial (see THROUGHPUT: an estimate)."""
-    n = cfg.expected_train_images
-    models = len(cfg.objectives)
-    kind = "gpu" if gpu > 0 or cfg.device.startswith("cuda") else "cpu"
-    if n is None:
-        return {"train_images": None, "steps": None, "images": None, "seconds": None, "kind": kind}
-    steps = n // cfg.batch_size
-    seen = steps * cfg.batch_size * cfg.epochs * 2 * models  # 2 views per image, per model
-    rate = THROUGHPUT.get((cfg.arch, kind), THROUGHPUT[(cfg.arch, "cpu")])
-    rate = rate / max((cfg.image_size / 32) ** 2, 1e-6)
-    if kind == "gpu" and gpu > 0:
-        rate *= min(gpu, 1.0)
-    seconds = seen / rate + TRIAL_OVERHEAD_S
-    return {"train_images": n, "steps": steps, "images": seen, "seconds": seconds, "kind": kind}
-
-
-def _fmt_s(s: float | None) -> str:
-    if s is None or not math.isfinite(s):
-        return "?"
-    if s < 120:
-        return f"{s:.0f}s"
-    if s < 7200:
-        return f"{s / 60:.1f}min"
-    return f"{s / 3600:.1f}h"
-
-
 def _fmt_n(n) -> str:
     if n is None:
         return "?"
@@ -564,13 +527,14 @@ def dry_run(plan: Plan, out=None) -> None:
               "across C", file=out)
     print(file=out)
     hdr = f"{'#':>4}  {'trial (MLflow run name)':<30} {'train imgs':>10} {'epochs':>6} " \
-          f"{'steps/ep':>8} {'images':>8} {'est. time':>9}"
+          f"{'steps/ep':>8} {'views':>8} {'train':>8} {'evals':>8} {'est. time':>9}"
     print(hdr, file=out)
     print("-" * len(hdr), file=out)
     for i, cfg, e in rows:
         print(f"{i:>4}  {cfg.run_name():<30} {_fmt_n(e['train_images']):>10} {cfg.epochs:>6} "
               f"{e['steps'] if e['steps'] is not None else '?':>8} {_fmt_n(e['images']):>8} "
-              f"{_fmt_s(e['seconds']):>9}", file=out)
+              f"{_fmt_s(e['train_s']):>8} {_fmt_s(e['eval_s']):>8} {_fmt_s(e['seconds']):>9}",
+              file=out)
     print(file=out)
     res = f"{p.cpu:g} CPU" + (f" + {p.gpu:g} GPU" if p.gpu else "")
     print(f"Resources per trial: {res}; checkpoint every {p.checkpoint_every} evaluation "
@@ -581,19 +545,21 @@ def dry_run(plan: Plan, out=None) -> None:
     if all(s is not None for s in secs):
         total = sum(secs)
         kind = rows[0][2]["kind"]
-        print(f"Cost estimate: {_fmt_n(sum(imgs))} training images processed (epochs x subset x "
-              f"2 views x {len(p.points()[0].objectives)} models, summed over trials); about "
-              f"{_fmt_s(total)} of trial time" + (f" = {total / 3600 * max(p.gpu, 0):.1f} GPU-hours"
-                                                   if kind == "gpu" else ""), file=out)
+        evals = sum(e["eval_s"] for _, _, e in rows)
+        print(f"Cost estimate: {_fmt_n(sum(imgs))} training views (epochs x subset x 2 views x "
+              f"{len(p.points()[0].objectives)} models, summed over trials); about "
+              f"{_fmt_s(total)} of trial time ({100 * evals / total:.0f}% of it evaluation)"
+              + (f" = {total / 3600 * max(p.gpu, 0):.1f} GPU-hours" if kind == "gpu" else ""),
+              file=out)
         slots = _local_slots(p)
         if slots:
             print(f"  on this machine ({slots} trial(s) at once): about "
                   f"{_fmt_s(total / min(slots, len(rows)) + SWEEP_OVERHEAD_S)} wall time", file=out)
-        measured = rows[0][1].arch == "smallcnn" and kind == "cpu"
-        source = ("measured on a 2-core CPU" if measured
-                  else "assumed, not measured on your hardware")
-        print(f"  This is an ESTIMATE from a per-architecture throughput constant ({source}); "
-              "the first trials' time_s in the live table is the real number.", file=out)
+        for source in sorted({e["source"] for _, _, e in rows}):
+            print(f"  throughput {source}", file=out)
+        print("  This is an ESTIMATE (training views and evaluation rows counted from the config, "
+              "times a throughput); the first trials' time_s in the live table is the real "
+              "number. Measure this machine: .venv/bin/python benchmarks/bench.py", file=out)
     else:
         print("Cost estimate: unknown subset size for this data set (counted when loaded).",
               file=out)

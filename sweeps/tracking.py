@@ -267,7 +267,7 @@ def _create_once(client, experiment_id: str, key_filter: str, tags: Mapping, run
     try:
         created = _retry(client.create_run, experiment_id, run_name=run_name,
                          tags={k: str(v) for k, v in tags.items()})
-    except Exception:
+    except Exception:  # noqa: BLE001 - the response may be lost after the run was made
         created = None
     runs = _retry(client.search_runs, [experiment_id], filter_string=key_filter,
                   max_results=50, order_by=["attributes.start_time ASC"])
@@ -551,6 +551,7 @@ __all__ = [
     "check_tracking_uri",
     "child_runs",
     "close_dangling_runs",
+    "compare_url",
     "connect",
     "default_tracking_uri",
     "end_run",
@@ -561,10 +562,9 @@ __all__ = [
     "numeric_items",
     "open_trial_run",
     "provenance_tags",
+    "save_comparisons_across_classes",
     "set_tags",
     "start_sweep_run",
     "string_items",
-    "save_comparisons_across_classes",
-    "compare_url",
     "ui_hint",
 ]

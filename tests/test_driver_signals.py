@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_faults import TINY, _children, _records, _same_records
 
 from sweeps import grid
-
-from test_faults import TINY, _children, _records, _same_records
 
 REPO = Path(grid.__file__).resolve().parents[1]
 TAUS = ("1", "2")

@@ -291,7 +291,7 @@ def test_dry_run_lists_trials_resources_and_estimate(capsys, tmp_path):
                     assert f"tau={tau} B={b} C={c} seed={seed}" in out
     assert "16 trials" in out
     assert "Resources per trial: 1 CPU" in out
-    assert "ESTIMATE" in out and "training images processed" in out
+    assert "ESTIMATE" in out and "training views" in out and "evaluation" in out
     assert not (tmp_path / "quick").exists()  # a dry run starts nothing
 
 
