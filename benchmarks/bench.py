@@ -277,6 +277,16 @@ _TRIAL_CODE = """
 import sys, time, json, resource
 sys.path.insert(0, {root!r})
 sys.argv = ['bench']
+def peak_mb():
+    # VmHWM: this process's own peak. ru_maxrss is NOT: Linux keeps it across execve, so a
+    # child started by a big parent reports the parent's size (4.8 GB after row d's Grams)
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 import torch
 torch.set_num_threads({threads})
 from benchmarks.bench import quick_config
@@ -300,7 +310,7 @@ wall = time.perf_counter() - t0
 print(json.dumps({{"wall_s": wall, "setup_s": setup, "eval_s": spent["eval"],
                   "train_s": wall - setup - spent["eval"], "evals": spent["n"],
                   "epochs": tr.cfg.epochs,
-                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "maxrss_mb": peak_mb()}}))
 """
 
 
