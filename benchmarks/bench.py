@@ -173,18 +173,18 @@ def bench_eval(repeats: int = 2, **over) -> dict:
     tr.train_epoch()
     tr.evaluate()  # builds the initial model's reference once, outside the timing
     t = interleaved({"train": tr.train_epoch, "eval": tr.evaluate}, repeats)
-    from sweeps.costs import eval_rows
     return {"train_s": t["train"], "eval_s": t["eval"], "ratio": t["eval"] / t["train"],
-            "models": len(tr.models), "eval_rows": eval_rows(tr.cfg)}
+            "models": len(tr.models)}
 
 
-def throughput_entry(pair: dict, ev: dict, m: dict, threads: int) -> dict:
-    """What ``grid.py --dry-run`` reads (sweeps/costs.py): training views/s of one model
-    (row b's single-model epoch) and evaluation rows/s per model (row c), at the quick
-    preset's image size and width, with where and when they were measured."""
+def throughput_entry(trial: dict, m: dict, threads: int) -> dict:
+    """What ``grid.py --dry-run`` reads (sweeps/costs.py), from row e's whole quick-preset
+    trial: training views/s per model (every model's views / training time) and evaluation
+    rows/s per model (every evaluation's rows / evaluation time, so the initial model's
+    reference and the final linear probes are in it), with where and when."""
     cfg = quick_config()
-    return {"train_views_per_s": pair["steps"] * pair["batch"] * 2 / pair["single_s"],
-            "eval_rows_per_s": ev["models"] * ev["eval_rows"] / ev["eval_s"],
+    return {"train_views_per_s": trial["train_views"] / trial["train_s"],
+            "eval_rows_per_s": trial["eval_rows"] / trial["eval_s"],
             "image_size": cfg.image_size, "cnn_width": cfg.cnn_width,
             "threads": threads, "date": m["date"], "commit": m["commit"],
             "machine": f"{m['nproc']} x {m['cpu']}, load {m['load']:.1f}"}
@@ -307,7 +307,10 @@ tr.evaluate = timed
 for _ in tr.run():
     pass
 wall = time.perf_counter() - t0
+from sweeps.costs import eval_rows
 print(json.dumps({{"wall_s": wall, "setup_s": setup, "eval_s": spent["eval"],
+                  "train_views": tr.step * tr.cfg.batch_size * 2 * len(tr.models),
+                  "eval_rows": spent["n"] * len(tr.models) * eval_rows(tr.cfg),
                   "train_s": wall - setup - spent["eval"], "evals": spent["n"],
                   "epochs": tr.cfg.epochs,
                   "maxrss_mb": peak_mb()}}))
@@ -480,12 +483,12 @@ def main(argv=None) -> int:
     if not a.quick:
         with open(a.results, "a") as f:
             f.write(f"\n## {m['date']}\n\n{text}")
-        if "pair" in res and "eval" in res:  # the dry run's cost estimate reads these
+        if "memory" in res:  # the dry run's cost estimate reads these
             import json
 
             from sweeps.costs import MEASURED_FILE
             data = json.loads(MEASURED_FILE.read_text()) if MEASURED_FILE.exists() else {}
-            data["smallcnn/cpu"] = throughput_entry(res["pair"], res["eval"], m, a.train_threads)
+            data["smallcnn/cpu"] = throughput_entry(res["memory"], m, a.train_threads)
             MEASURED_FILE.write_text(json.dumps(data, indent=1) + "\n")
             print(f"wrote {MEASURED_FILE} (read by grid.py --dry-run)")
     return 0
