@@ -34,3 +34,18 @@ def test_augment_row_counts_views_of_both_sides():
     assert math.isclose(res["ratio"], res["ours_views_s"] / res["tv_views_s"])
     table = bench.table({"augment": res})
     assert f"{res['ratio']:.1f}x" in table and ("met" in table)
+
+
+def test_trial_row_measures_the_childs_own_peak_memory_and_its_evaluation_time():
+    """Row e's child reports its own peak (VmHWM), not the parent's: ru_maxrss survives
+    execve on Linux, which once made the row report the parent's 4.8 GB."""
+    ballast = torch.ones(1024, 1024, 256)  # 1 GiB held by this (parent) process
+    res = bench.bench_trial_memory(epochs=1, eval_every=1, synthetic_train_per_class=16,
+                                   synthetic_test_per_class=8)
+    assert ballast.sum() > 0
+    assert res["maxrss_mb"] < 900, res  # a tiny trial; the parent holds > 1 GiB
+    assert res["evals"] == 2 and 0 < res["eval_s"] < res["wall_s"]
+    assert res["train_views"] == 2 * 64 * 2 * 5  # 128 images, B=64: 2 steps, 2 views, 5 models
+    entry = bench.throughput_entry(res, {"date": "d", "commit": "c", "nproc": 2, "cpu": "x",
+                                         "load": 0.0}, 1)
+    assert entry["train_views_per_s"] == res["train_views"] / res["train_s"]
