@@ -697,6 +697,13 @@ def _start_ray(address: str | None) -> bool:
     return True
 
 
+def reuse_actors(preset: Preset) -> bool:
+    """CPU trials reuse their worker process (no torch import per trial); GPU trials get a
+    fresh one each, so that no trial inherits the last one's CUDA memory (the caching
+    allocator keeps it reserved in the process, which starves trials packed on a GPU)."""
+    return not preset.gpu
+
+
 def tune_trial_name(trial) -> str:
     """Tune's console table names a trial by its grid point, as MLflow does
     (``tau=0.5 B=32 C=8 seed=0``), not ``train_trial_2c341_00000``."""
@@ -988,7 +995,7 @@ def run_sweep(plan: Plan, args) -> int:
             tuner = tune.Tuner(
                 trainable, param_space=space,
                 tune_config=tune.TuneConfig(max_concurrent_trials=p.max_concurrent or None,
-                                            reuse_actors=True,
+                                            reuse_actors=reuse_actors(p),
                                             trial_name_creator=tune_trial_name,
                                             trial_dirname_creator=tune_trial_dirname),
                 run_config=tune.RunConfig(

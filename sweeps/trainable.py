@@ -556,6 +556,23 @@ def train_trial(config: dict, sweep: dict | None = None) -> None:
                 log.finish(status, error, records, trainer, wait_s=wait)
             except Exception:  # noqa: BLE001 - never mask the trial's own error
                 traceback.print_exc()
+        trainer = None
+        release_device_memory()
+
+
+def release_device_memory() -> None:
+    """After a trial: collect its tensors and hand the CUDA cache back, so that the next
+    trial in a reused worker (or another process on a shared GPU) gets the memory."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - cleanup must not fail a finished trial
+        pass
 
 
 def backfill_trial_run(client, sweep: dict, trial_id: str, cfg: TrainConfig,

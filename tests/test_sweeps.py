@@ -515,3 +515,10 @@ def test_preset_file_roundtrip_is_yaml_data():
     for f in (ROOT / "sweeps" / "presets").glob("*.yaml"):
         data = yaml.safe_load(f.read_text())
         assert set(data) <= set(TOP_KEYS), f.name
+
+
+def test_gpu_trials_get_a_fresh_worker_cpu_trials_reuse_one():
+    """reuse_actors would carry a trial's CUDA cache into the next trial of the worker:
+    off for presets that ask for a GPU, on for CPU presets (no torch import per trial)."""
+    assert grid.reuse_actors(load_preset("cifar100")) is False
+    assert grid.reuse_actors(load_preset("quick")) is True
