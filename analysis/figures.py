@@ -103,6 +103,21 @@ def _plain_log_ticks(ax, x=True, y=True, xticks=None):
             axis.set_minor_formatter(NullFormatter())
 
 
+def _ylim_from_points(ax, values) -> None:
+    """A log y-range set by the points (x4 either side, at least one decade), not by the
+    error bars: a t-interval from 2 seeds spans many decades and would squash the points
+    and leave the axis without labelled ticks. Bars that leave the panel are cut."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if not v.size:
+        return
+    lo, hi = float(v.min()) / 4, float(v.max()) * 4
+    if hi / lo < 10:
+        mid = math.sqrt(lo * hi)
+        lo, hi = mid / math.sqrt(10), mid * math.sqrt(10)
+    ax.set_ylim(lo, hi)
+
+
 def _num_key(v):
     """Sort key: numbers in numeric order (before any non-numbers), then text."""
     try:
@@ -310,6 +325,8 @@ def scaling_figure(trials: pd.DataFrame, kind: str, objective: str = "nscl"):
                 else:
                     title += "; theory: direction only"
             ax.set_title(title, fontsize=8)
+            _ylim_from_points(ax, np.concatenate([y[pos], [floor] if zero.any() else [],
+                                                  gm]))
             if kind != "tau":
                 _plain_log_ticks(ax, xticks=numeric_order(np.unique(x_raw[ok])))
             else:

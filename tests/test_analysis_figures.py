@@ -235,3 +235,27 @@ def test_make_figures_writes_png_and_svg(tmp_path):
         for p in paths:
             assert p.exists() and p.stat().st_size > 1000, p
         assert paths[1].read_text().lstrip().startswith("<?xml")
+
+
+def test_scaling_panels_keep_labelled_y_ticks_when_an_interval_spans_decades():
+    """Two seeds at one C with very different values: their t-interval spans many decades.
+    The y-range follows the points, every panel keeps >= 2 labelled ticks, and no point is
+    outside the view."""
+    t = _trials()
+    t = t[t["seed"] < 2].copy()
+    far = (t["n_classes"] == 10) & (t["seed"] == 1)
+    t.loc[far, "test/proj/rho"] *= 300.0  # one seed 300x the other at C=10
+    fig, _ = F.scaling_figure(t, "C")
+    fig.canvas.draw()
+    for ax in _main_axes(fig):
+        if not ax.axison:
+            continue
+        lo, hi = ax.get_ylim()
+        shown = [tk for tk in ax.yaxis.get_major_ticks()
+                 if lo <= tk.get_loc() <= hi and tk.label1.get_text()]
+        assert len(shown) >= 2, (ax.get_title(), lo, hi)
+        ys = np.concatenate([pts.get_offsets()[:, 1] for a, pts in _by_gid(fig, "trials")
+                             if a is ax])
+        assert lo <= ys.min() and ys.max() <= hi, ax.get_title()  # every point in view
+        # the range is the points' (x4 each side), not the decades of the interval
+        assert ys.min() / lo <= 4.01 and hi / ys.max() <= 4.01, (ax.get_title(), lo, hi)
