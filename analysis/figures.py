@@ -405,7 +405,8 @@ def curves_figure(curves: pd.DataFrame, metrics, *, logy: bool, title: str,
     plt = _plt()
     fig, axes = plt.subplots(len(objs), len(mets), figsize=(4.6 * len(mets) + 1.6,
                                                             3.3 * len(objs) + 0.6),
-                             squeeze=False)
+                             squeeze=False, sharey="col")  # one scale per metric: every
+    # objective, the cl_indep control included, is read against the same axis
     _layout(fig, right_in=1.55, top_in=0.75, hspace=0.75)
     for i, obj in enumerate(objs):
         for j, met in enumerate(mets):
@@ -424,6 +425,7 @@ def curves_figure(curves: pd.DataFrame, metrics, *, logy: bool, title: str,
             ax.set_ylabel(CURVE_LABEL.get(met, met), fontsize=8)
             ax.set_title(f"{obj} vs CL: {met} ({sub['trial'].nunique()} trials)", fontsize=9)
             ax.grid(True, which="major", alpha=0.3)
+            ax.yaxis.set_tick_params(labelleft=True)  # shared axes keep their labels
     # discrete colour bar in numeric order, in the right margin
     w = fig.get_size_inches()[0]
     top = max(ax.get_position().y1 for ax in fig.axes)

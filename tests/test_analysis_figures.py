@@ -259,3 +259,24 @@ def test_scaling_panels_keep_labelled_y_ticks_when_an_interval_spans_decades():
         assert lo <= ys.min() and ys.max() <= hi, ax.get_title()  # every point in view
         # the range is the points' (x4 each side), not the decades of the interval
         assert ys.min() / lo <= 4.01 and hi / ys.max() <= 4.01, (ax.get_title(), lo, hi)
+
+
+def test_curve_panels_share_one_y_scale_per_metric_across_objectives():
+    """NSCL and the other objectives are read against the same axis per metric (the rho of
+    NSCL against that of the control is a comparison of heights)."""
+    cur = _curves()
+    indep = cur[cur["objective"] == "supcon"].copy()
+    indep["objective"] = "cl_indep"
+    indep.loc[indep["metric"] == "rho", "value"] *= 5.0  # the control wanders much further
+    fig, _ = F.curves_figure(pd.concat([cur, indep]), ("cka", "rho"), logy=False, title="t")
+    axes = [ax for ax in _main_axes(fig)]
+    by_metric = {}
+    for ax in axes:
+        by_metric.setdefault(ax.get_title().split(": ")[1].split(" (")[0], []).append(ax)
+    assert set(by_metric) == {"cka", "rho"}
+    for met, axs in by_metric.items():
+        assert len(axs) == 3  # nscl, supcon, cl_indep
+        assert len({ax.get_ylim() for ax in axs}) == 1, met
+        assert all(ax.yaxis.get_ticklabels()[0].get_visible() for ax in axs)
+    rho_top = by_metric["rho"][0].get_ylim()[1]
+    assert rho_top >= 5.0 * 0.1 * 3 / 2  # the control's largest rho fits every rho panel
