@@ -506,6 +506,14 @@ def test_diverged_trial_is_failed_not_retried(ray_session, workdir, capsys):
     assert run.info.status == "FAILED" and run.data.tags["attempts"] == "1"
     assert run.data.tags["error"].startswith("DivergedError: injected divergence")
     assert parents[0].info.status == "FAILED"
+    # a rerun does not reopen a diverged trial (it would replay the same steps)
+    capsys.readouterr()
+    assert _sweep(workdir, "sweep-c", "--tau", "0.5", "--max-failures", "2",
+                  "--inject-fault", json.dumps(fault)) == 1
+    assert "tried again" not in capsys.readouterr().err
+    _, children = _runs(workdir, "sweep-c")
+    (again,) = children.values()
+    assert again.info.run_id == run.info.run_id and again.data.tags["attempts"] == "1"
 
 
 def test_preset_file_roundtrip_is_yaml_data():
