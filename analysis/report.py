@@ -114,8 +114,9 @@ def _section_setup(sweep: Sweep, trials, curves) -> list[str]:
         out.append(f"- Source: Ray Tune results directory `{sweep.path}`.")
     n_all = len(sweep.records)
     n_inc = len(sweep.included)
-    out.append(f"- Trials: {n_all} found, {n_inc} analysed, {n_all - n_inc} excluded "
-               f"(listed below).")
+    out.append(f"- Trials: {n_all} found, {n_inc} analysed, {n_all - n_inc} left out as failed "
+               "or non-finite (listed below). Trials whose CL did not train stay in the tables "
+               "and figures but are left out of the claim tests (see Controls).")
     if trials is not None and not trials.empty:
         out += [(f"- Dataset: {_values(trials, 'dataset')}; architecture: {_values(trials, 'arch')}; "
                 f"epochs: {_values(trials, 'epochs')}."),
@@ -131,7 +132,7 @@ def _section_setup(sweep: Sweep, trials, curves) -> list[str]:
     for n in sweep.notes:
         out.append(f"- Note: {n}.")
     out.append("")
-    out += ["## Excluded trials", ""]
+    out += ["## Excluded trials (failed or non-finite)", ""]
     if sweep.excluded:
         out.append(f"{len(sweep.excluded)} trial(s) left out of every table and fit:")
         out.append("")
