@@ -272,11 +272,15 @@ def fit_power_law(x, y, groups=None, n_boot: int = 2000, seed: int = 0,
 
 
 def verdict(ci, predicted: float) -> str:
-    """``"consistent"`` when the predicted slope lies in the CI, else which way it misses."""
+    """``"consistent"`` when the predicted slope lies in the CI, else which way it misses.
+    A CI that also holds 0 (for a non-zero prediction) cannot tell the prediction from no
+    effect: ``"consistent, uninformative (...)"``."""
     lo, hi = (float(c) for c in ci)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "undetermined (no confidence interval)"
     if lo <= predicted <= hi:
+        if predicted != 0 and lo <= 0 <= hi:
+            return "consistent, uninformative (the CI also includes 0: no effect fits as well)"
         return "consistent"
     above = lo > predicted
     side = "above" if above else "below"

@@ -218,7 +218,9 @@ def _section_claim1(trials, scal) -> list[str]:
         if sub is not None and len(sub):
             v = sub["verdict"].astype(str)
             fitted = sub[v != "not fitted"]
-            counts = [(int(v.str.startswith("consistent").sum()), "consistent"),
+            counts = [(int((v == "consistent").sum()), "consistent"),
+                      (int(v.str.startswith("consistent, uninformative").sum()),
+                       "consistent but uninformative (CI also includes 0)"),
                       (int(v.str.startswith("not consistent").sum()), "not consistent"),
                       (int(v.str.startswith("undetermined").sum()), "with a slope but no CI"),
                       (int((v == "not fitted").sum()), "not fitted")]

@@ -124,6 +124,9 @@ def test_line_refuses_one_distinct_x():
 
 def test_verdicts():
     assert verdict((-1.2, -0.8), -1) == "consistent"
+    # an interval that holds the prediction and 0 alike tells nothing
+    assert verdict((-8.6, 8.2), -1).startswith("consistent, uninformative")
+    assert verdict((-0.5, 0.5), 0) == "consistent"
     v = verdict((-0.7, -0.3), -1)
     assert v.startswith("not consistent at 95%") and "above -1" in v and "shallower" in v
     v = verdict((-2.5, -1.5), -1)
