@@ -87,6 +87,15 @@ def _gray_into(y: torch.Tensor) -> torch.Tensor:
     return g.add_(y[:, 1:2], alpha=_LUMA[1]).add_(y[:, 2:3], alpha=_LUMA[2])
 
 
+def _take_where(dst: torch.Tensor, cond: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """dst = where(cond, src, dst) in place, as arithmetic with a 0/1 mask (x * 1 and
+    x * 0 are exact): the same values (up to the sign of zero), 3-6x faster on the CPU than
+    ``torch.where``, whose kernel branches per element on data-dependent masks. dst and
+    src must be finite."""
+    m = cond.to(dst.dtype)
+    return dst.mul_(1.0 - m).addcmul_(src, m)
+
+
 def _jitter(y: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """Colour jitter of (m, 3, s, s) images in [0, 1] with factors f = (m, 4): brightness,
     contrast, saturation, hue shift, in that order, each clamped to [0, 1] (torchvision's
@@ -112,12 +121,14 @@ def _jitter(y: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     cr = minc.neg().add_(maxc)
     h6 = torch.sub(r, g).add_(cr, alpha=4.0)                     # max is blue
     tmp = torch.sub(bl, r).add_(cr, alpha=2.0)                   # max is green
-    torch.where(maxc == g, tmp, h6, out=h6)
+    _take_where(h6, maxc == g, tmp)
     torch.sub(g, bl, out=tmp)                                    # max is red (first)
-    torch.where(maxc == r, tmp, h6, out=h6)
+    _take_where(h6, maxc == r, tmp)
     h6.div_(cr.masked_fill(cr == 0, 1.0))                        # in [-1, 5]
-    # hue in [0, 1) (torchvision: fmod(h6 / 6 + 1, 1)), shifted modulo 1, times 6
-    h6 = torch.remainder(h6.div_(6.0).add_(hue), 1.0, out=tmp).mul_(6.0)
+    # hue in [0, 1) (torchvision: fmod(h6 / 6 + 1, 1)), shifted modulo 1, times 6;
+    # x - floor(x) is remainder(x, 1) to the bit (one rounding of the same exact value)
+    h6 = h6.div_(6.0).add_(hue)
+    h6 = torch.sub(h6, torch.floor(h6, out=tmp), out=tmp).mul_(6.0)
     a = torch.tensor((1.0, -1.0, -1.0), device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
     cc = torch.tensor((3.0, 2.0, 4.0), device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
     d = torch.tensor((-1.0, 2.0, 2.0), device=y.device, dtype=y.dtype).view(1, 3, 1, 1)

@@ -264,3 +264,19 @@ def test_fast_path_matches_reference_implementation(size_in, size_out, jitter_ro
     torch.testing.assert_close(out, ref, atol=2e-4, rtol=0)
     if jitter_rows == "none":  # without jitter only the resampling can round differently
         torch.testing.assert_close(out, ref, atol=5e-5, rtol=0)
+
+
+def test_take_where_gives_torch_where_values():
+    """The arithmetic select in the hue step gives torch.where's values exactly (ties,
+    zeros and negative values included)."""
+    from clnscl.augment import _take_where
+
+    g = torch.Generator().manual_seed(3)
+    dst = torch.randn(64, 1, 8, 8, generator=g)
+    src = torch.randn(64, 1, 8, 8, generator=g)
+    dst[:8] = 0.0
+    src[8:16] = dst[8:16]
+    cond = torch.rand(64, 1, 8, 8, generator=g) > 0.5
+    want = torch.where(cond, src, dst)
+    got = _take_where(dst.clone(), cond, src)
+    assert torch.equal(got, want)
